@@ -1,0 +1,401 @@
+//! What `preforking.rs` and `forking.rs` share: the command line, the line
+//! protocol of `../shared/EXAMPLES-PROTOCOL.md`, and the application actors.
+//!
+//! The same code runs either mode. In fork per request, the supervisor's
+//! `Acceptor` accepts connections and hands each to the daemon with
+//! `UpdateStatus::Req`; the worker's `ChildActor` gets it back in
+//! `DaemonSignal::Child(Some(payload))`. In a pre-forked pool, each worker's
+//! `ChildActor` accepts on the inherited listener, one connection at a time,
+//! whenever the daemon says `Accept`.
+
+use std::io::Write;
+use std::net::TcpListener as StdListener;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_daemon::{
+    Daemon, DaemonActor, DaemonSignal, Payload, Peek, Process, Status, Subscribe, UpdateStatus,
+};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Defaults of one example.
+pub struct Defaults {
+    pub name: &'static str,
+    pub start_children: Option<usize>,
+    pub min_spare: Option<usize>,
+    pub max_children: Option<usize>,
+    pub requests: Option<u64>,
+}
+
+/// The parsed command line.
+#[derive(Debug)]
+pub struct Args {
+    pub port: u16,
+    pub foreground: bool,
+    pub logfile: PathBuf,
+    pub start_children: Option<usize>,
+    pub min_spare: Option<usize>,
+    pub max_spare: Option<usize>,
+    pub max_children: Option<usize>,
+    pub requests: Option<u64>,
+    pub babysit: Option<u64>,
+    pub shutdown_timeout: Option<u64>,
+}
+
+const FLAGS: &str = "[PORT] [--foreground] [--logfile PATH] [--start-children N] [--min-spare N] \
+[--max-spare N] [--max-children N] [--requests N (0: unlimited)] [--babysit SECS] [--shutdown-timeout SECS]";
+
+fn parse(defaults: &Defaults) -> Result<Args, String> {
+    let cwd = std::env::current_dir().map_err(|err| format!("current directory: {err}"))?;
+    let mut args = Args {
+        port: 0,
+        foreground: false,
+        logfile: cwd.join(format!("{}.log", defaults.name)),
+        start_children: defaults.start_children,
+        min_spare: defaults.min_spare,
+        max_spare: None,
+        max_children: defaults.max_children,
+        requests: defaults.requests,
+        babysit: None,
+        shutdown_timeout: None,
+    };
+    let mut it = std::env::args().skip(1);
+    let mut port_seen = false;
+    while let Some(arg) = it.next() {
+        let mut value = |flag: &str| -> Result<u64, String> {
+            let v = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+            v.parse::<u64>()
+                .map_err(|_| format!("{flag}: {v:?} is not a whole number"))
+        };
+        match arg.as_str() {
+            "--foreground" => args.foreground = true,
+            "--logfile" => {
+                let v = it.next().ok_or("--logfile needs a value")?;
+                args.logfile = cwd.join(v);
+            }
+            "--start-children" => args.start_children = Some(value(&arg)? as usize),
+            "--min-spare" => args.min_spare = Some(value(&arg)? as usize),
+            "--max-spare" => args.max_spare = Some(value(&arg)? as usize),
+            "--max-children" => args.max_children = Some(value(&arg)? as usize),
+            "--requests" => args.requests = Some(value(&arg)?).filter(|&n| n > 0),
+            "--babysit" => args.babysit = Some(value(&arg)?),
+            "--shutdown-timeout" => args.shutdown_timeout = Some(value(&arg)?),
+            "-h" | "--help" => return Err(String::new()),
+            other if !other.starts_with('-') && !port_seen => {
+                port_seen = true;
+                args.port = other
+                    .parse()
+                    .map_err(|_| format!("port: {other:?} is not a port number"))?;
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(args)
+}
+
+/// Parses the command line, binds, prints `PORT=<n>`, builds and runs the
+/// daemon. Exit status 2 for a bad flag or value, 1 for a failure to start.
+pub fn main(defaults: Defaults) -> ExitCode {
+    let args = match parse(&defaults) {
+        Ok(args) => args,
+        Err(message) => {
+            if !message.is_empty() {
+                eprintln!("{}: {message}", defaults.name);
+            }
+            eprintln!("usage: {} {FLAGS}", defaults.name);
+            return ExitCode::from(2);
+        }
+    };
+    let mut builder = Daemon::builder()
+        .alias(defaults.name)
+        .verbose(true)
+        .detach(!args.foreground)
+        .logfile(&args.logfile);
+    if let Some(n) = args.start_children {
+        builder = builder.start_children(n);
+    }
+    if let Some(n) = args.min_spare {
+        builder = builder.min_spare(n);
+    }
+    if let Some(n) = args.max_spare {
+        builder = builder.max_spare(n);
+    }
+    if let Some(n) = args.max_children {
+        builder = builder.max_children(n);
+    }
+    if let Some(n) = args.requests {
+        builder = builder.requests(n);
+    }
+    if let Some(secs) = args.babysit {
+        builder = builder.babysit(Duration::from_secs(secs));
+    }
+    if let Some(secs) = args.shutdown_timeout {
+        builder = builder.shutdown_timeout(Duration::from_secs(secs));
+    }
+    let daemon = match builder.build() {
+        Ok(daemon) => daemon,
+        Err(err) => {
+            eprintln!("{}: {err}", defaults.name);
+            return ExitCode::from(2);
+        }
+    };
+    let listener = match StdListener::bind(("127.0.0.1", args.port)) {
+        Ok(listener) => listener,
+        Err(err) => {
+            eprintln!(
+                "{}: cannot listen on 127.0.0.1:{}: {err}",
+                defaults.name, args.port
+            );
+            return ExitCode::from(1);
+        }
+    };
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    if listener.set_nonblocking(true).is_err() {
+        return ExitCode::from(1);
+    }
+    println!("PORT={port}");
+    let _ = std::io::stdout().flush();
+    let logfile = args.logfile.clone();
+    let result = daemon.run(move |process: &Process| {
+        let info = Rc::new(Info {
+            logfile: logfile.display().to_string(),
+        });
+        let forking = matches!(
+            process.config().mode(),
+            actix_daemon::Mode::ForkPerRequest { .. }
+        );
+        if process.is_supervisor() {
+            if forking {
+                let listener = TcpListener::from_std(listener).expect("listener");
+                Acceptor {
+                    listener: Rc::new(listener),
+                    accepting: None,
+                }
+                .start();
+            }
+        } else {
+            let listener =
+                (!forking).then(|| Rc::new(TcpListener::from_std(listener).expect("listener")));
+            ChildActor {
+                listener,
+                info,
+                accepting: None,
+            }
+            .start();
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("{}: {err}", defaults.name);
+            ExitCode::from(1)
+        }
+    }
+}
+
+struct Info {
+    logfile: String,
+}
+
+/// Fork per request: accepts in the supervisor while the daemon says
+/// `Accept`, and hands each connection to the daemon.
+struct Acceptor {
+    listener: Rc<TcpListener>,
+    accepting: Option<SpawnHandle>,
+}
+
+impl Actor for Acceptor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        DaemonActor::from_registry().do_send(Subscribe(ctx.address().recipient()));
+    }
+}
+
+impl Acceptor {
+    fn accept_one(&mut self, ctx: &mut Context<Self>) {
+        let listener = self.listener.clone();
+        let fut = async move { listener.accept().await }
+            .into_actor(self)
+            .map(|res, act, ctx| {
+                act.accepting = None;
+                if let Ok((stream, peer)) = res {
+                    let payload = match stream.into_std() {
+                        Ok(s) => Payload::new()
+                            .with_fd(OwnedFd::from(s))
+                            .and_then(|p| p.with_data(&peer.to_string()))
+                            .map_err(|err| err.to_string()),
+                        Err(err) => Err(err.to_string()),
+                    };
+                    match payload {
+                        Ok(payload) => DaemonActor::from_registry().do_send(UpdateStatus::Req(payload)),
+                        Err(err) => slog::warn!(actix_daemon::logger(), "connection dropped"; "error" => %err),
+                    }
+                }
+                act.accept_one(ctx);
+            });
+        self.accepting = Some(ctx.spawn(fut));
+    }
+}
+
+impl Handler<DaemonSignal> for Acceptor {
+    type Result = ();
+
+    fn handle(&mut self, signal: DaemonSignal, ctx: &mut Context<Self>) {
+        match signal {
+            DaemonSignal::Accept if self.accepting.is_none() => self.accept_one(ctx),
+            DaemonSignal::Pause | DaemonSignal::Shutdown => {
+                if let Some(handle) = self.accepting.take() {
+                    ctx.cancel_future(handle);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The worker's side: serves one connection at a time.
+struct ChildActor {
+    listener: Option<Rc<TcpListener>>,
+    info: Rc<Info>,
+    accepting: Option<SpawnHandle>,
+}
+
+impl Actor for ChildActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        DaemonActor::from_registry().do_send(Subscribe(ctx.address().recipient()));
+    }
+}
+
+impl ChildActor {
+    fn serve(&mut self, stream: TcpStream, ctx: &mut Context<Self>) {
+        let info = self.info.clone();
+        ctx.spawn(
+            async move {
+                let _ = serve(stream, &info).await;
+                DaemonActor::from_registry().do_send(UpdateStatus::Done);
+            }
+            .into_actor(self),
+        );
+    }
+}
+
+impl Handler<DaemonSignal> for ChildActor {
+    type Result = ();
+
+    fn handle(&mut self, signal: DaemonSignal, ctx: &mut Context<Self>) {
+        match signal {
+            // Fork per request: this worker's connection.
+            DaemonSignal::Child(Some(payload)) => {
+                let stream = payload
+                    .take_fd(0)
+                    .map(std::net::TcpStream::from)
+                    .and_then(|s| TcpStream::from_std(s).ok());
+                match stream {
+                    Some(stream) => self.serve(stream, ctx),
+                    None => DaemonActor::from_registry().do_send(UpdateStatus::Done),
+                }
+            }
+            // Pre-fork: ready for the first request.
+            DaemonSignal::Child(None) => DaemonActor::from_registry().do_send(UpdateStatus::Wait),
+            DaemonSignal::Accept if self.accepting.is_none() => {
+                let Some(listener) = self.listener.clone() else {
+                    return;
+                };
+                let fut =
+                    async move { listener.accept().await }
+                        .into_actor(self)
+                        .map(|res, act, ctx| {
+                            act.accepting = None;
+                            match res {
+                                Ok((stream, _)) => {
+                                    DaemonActor::from_registry()
+                                        .do_send(UpdateStatus::Req(Payload::new()));
+                                    act.serve(stream, ctx);
+                                }
+                                // Try again on the next Accept.
+                                Err(_) => DaemonActor::from_registry().do_send(UpdateStatus::Wait),
+                            }
+                        });
+                self.accepting = Some(ctx.spawn(fut));
+            }
+            DaemonSignal::Shutdown => {
+                if let Some(handle) = self.accepting.take() {
+                    ctx.cancel_future(handle);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn kernel_id() -> String {
+    format!(
+        "actix-system-{}-{}",
+        std::process::id(),
+        actix::System::current().id()
+    )
+}
+
+/// The line protocol: one command per line, answers end with CR LF.
+async fn serve(stream: TcpStream, info: &Info) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    while let Some(line) = lines.next_line().await? {
+        let command = line.trim_end_matches('\r').trim().to_ascii_uppercase();
+        let mut answer = String::new();
+        let mut push = |text: &str| {
+            for l in text.lines() {
+                answer.push_str(l);
+                answer.push_str("\r\n");
+            }
+        };
+        let mut done = false;
+        match command.as_str() {
+            "PID" => push(&std::process::id().to_string()),
+            "PING" => push("PONG"),
+            "PARENT" => push(&nix_ppid().to_string()),
+            "KERNEL" => push(&kernel_id()),
+            "LOGFILE" => push(&info.logfile),
+            "STATUS" => {
+                let report = DaemonActor::from_registry()
+                    .send(Status)
+                    .await
+                    .map(|r| r.to_string())
+                    .unwrap_or_else(|err| format!("no status: {err}"));
+                push(&report);
+                push("DONE");
+            }
+            "PEEK" => {
+                let report = DaemonActor::from_registry()
+                    .send(Peek { verbose: true })
+                    .await
+                    .map(|r| r.to_string())
+                    .unwrap_or_else(|err| format!("no peek: {err}"));
+                push(&report);
+                push("DONE");
+            }
+            "DONE" => {
+                push("OK");
+                done = true;
+            }
+            _ => push("???"),
+        }
+        write.write_all(answer.as_bytes()).await?;
+        if done {
+            break;
+        }
+    }
+    write.shutdown().await
+}
+
+fn nix_ppid() -> u32 {
+    std::os::unix::process::parent_id()
+}

@@ -1,0 +1,41 @@
+//! The seed's pre-forking example server, on a pre-forked pool.
+//!
+//! A line-based TCP server (the protocol of `EXAMPLES-PROTOCOL.md`): each
+//! worker accepts one connection at a time on the listener bound before
+//! `run`; with the defaults every worker serves one connection and is
+//! replaced.
+//!
+//! Defaults: start_children 1, min_spare 2, max_children 10 (so max_spare
+//! 8), requests 1, verbose, detached, logging to `preforking.log` in the
+//! directory it was started from.
+//!
+//! ```text
+//! cargo run --example preforking -- 0          # prints PORT=<n>, then detaches
+//! nc 127.0.0.1 <n>                              # then type: PID, PING, PARENT,
+//!                                               # KERNEL, LOGFILE, STATUS, PEEK, DONE
+//! kill -HUP <parent>                            # reopen the log file everywhere
+//! kill -USR2 <parent>                           # verbose peek into the log
+//! kill -TERM <parent>                           # clean shutdown of every process
+//! ```
+//!
+//! Flags after the port: `--foreground`, `--logfile PATH`,
+//! `--start-children N`, `--min-spare N`, `--max-spare N`, `--max-children
+//! N`, `--requests N` (0: unlimited), `--babysit SECS`, `--shutdown-timeout
+//! SECS`. A bad flag or value prints an error and exits with status 2 before
+//! anything starts.
+//!
+//! Stdout protocol: exactly one line `PORT=<n>` once the listener is bound,
+//! before detaching. The launching process exits 0 once the initial pool is
+//! up (or 1 with the start-up error on stderr).
+
+mod common;
+
+fn main() -> std::process::ExitCode {
+    common::main(common::Defaults {
+        name: "preforking",
+        start_children: Some(1),
+        min_spare: Some(2),
+        max_children: Some(10),
+        requests: Some(1),
+    })
+}

@@ -1,0 +1,499 @@
+//! The builder, its validation and the derived defaults.
+
+use std::num::NonZeroU64;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// How the daemon runs its work: one process, one worker per request, or a
+/// pre-forked pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "mode")]
+#[non_exhaustive]
+pub enum Mode {
+    /// A plain daemon: one process, no workers (the seed without
+    /// `max_children` or `start_children`).
+    Daemon,
+    /// Fork per request (the seed's post-forking): every `UpdateStatus::Req`
+    /// in the supervisor forks a worker that gets the payload.
+    ForkPerRequest {
+        /// At most this many workers at once.
+        max_children: usize,
+    },
+    /// A pre-forked pool of workers (the seed's pre-forking, Apache's prefork).
+    PreFork(PreFork),
+}
+
+impl Mode {
+    /// The mode's name as the status report gives it.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Mode::Daemon => "Daemon server",
+            Mode::ForkPerRequest { .. } => "Forking server",
+            Mode::PreFork(_) => "Pre-forking server",
+        }
+    }
+
+    /// How many workers may exist at once (0 for a plain daemon).
+    pub fn max_children(&self) -> usize {
+        match self {
+            Mode::Daemon => 0,
+            Mode::ForkPerRequest { max_children } => *max_children,
+            Mode::PreFork(pool) => pool.max_children,
+        }
+    }
+
+    /// Whether this mode has workers, and so a spawner and a scoreboard.
+    pub fn has_workers(&self) -> bool {
+        !matches!(self, Mode::Daemon)
+    }
+}
+
+/// The pool parameters of [`Mode::PreFork`], after defaults were derived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PreFork {
+    /// Workers forked at start-up.
+    pub start_children: usize,
+    /// Fewer waiting workers than this, and the supervisor forks more.
+    pub min_spare: usize,
+    /// More waiting workers than this, and the supervisor retires some.
+    pub max_spare: usize,
+    /// Never more workers than this.
+    pub max_children: usize,
+    /// A worker exits after serving this many requests; `None` is unlimited.
+    pub requests: Option<NonZeroU64>,
+}
+
+/// The validated configuration of a daemon; see [`DaemonBuilder`] for each
+/// parameter's meaning and default.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    pub(crate) alias: String,
+    pub(crate) detach: bool,
+    pub(crate) logfile: Option<PathBuf>,
+    pub(crate) verbose: bool,
+    pub(crate) mode: Mode,
+    pub(crate) babysit: Option<Duration>,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) workdir: PathBuf,
+    pub(crate) umask: u32,
+}
+
+impl Config {
+    /// The name used in logs, process names and the status report.
+    pub fn alias(&self) -> &str {
+        &self.alias
+    }
+    /// Whether the daemon detaches from the terminal.
+    pub fn detach(&self) -> bool {
+        self.detach
+    }
+    /// The log file that stdout and stderr go to, if any.
+    pub fn logfile(&self) -> Option<&Path> {
+        self.logfile.as_deref()
+    }
+    /// Whether process creation and state changes are logged.
+    pub fn verbose(&self) -> bool {
+        self.verbose
+    }
+    /// The mode, with every derived default filled in.
+    pub fn mode(&self) -> &Mode {
+        &self.mode
+    }
+    /// The babysitter's interval, if babysitting is on.
+    pub fn babysit(&self) -> Option<Duration> {
+        self.babysit
+    }
+    /// How long shutdown waits after TERM before it KILLs.
+    pub fn shutdown_timeout(&self) -> Duration {
+        self.shutdown_timeout
+    }
+    /// The working directory a detached daemon changes to.
+    pub fn workdir(&self) -> &Path {
+        &self.workdir
+    }
+    /// The umask a detached daemon sets.
+    pub fn umask(&self) -> u32 {
+        self.umask
+    }
+}
+
+/// Builds a [`Daemon`](crate::Daemon): the seed's `spawn(%params)`.
+///
+/// The mode follows from the parameters, as in the seed: `start_children`
+/// makes a pre-forked pool, `max_children` alone makes a fork-per-request
+/// daemon, neither makes a plain daemon. [`build`](Self::build) derives the
+/// defaults and validates everything before anything forks.
+///
+/// # Examples
+///
+/// ```
+/// use actix_daemon::{Daemon, Mode};
+///
+/// let daemon = Daemon::builder().start_children(10).build()?;
+/// let Mode::PreFork(pool) = daemon.config().mode() else { unreachable!() };
+/// assert_eq!((pool.min_spare, pool.max_spare, pool.max_children), (10, 20, 30));
+/// # Ok::<(), actix_daemon::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct DaemonBuilder {
+    alias: String,
+    detach: bool,
+    logfile: Option<PathBuf>,
+    verbose: bool,
+    start_children: Option<usize>,
+    min_spare: Option<usize>,
+    max_spare: Option<usize>,
+    max_children: Option<usize>,
+    requests: Option<u64>,
+    babysit: Option<Duration>,
+    shutdown_timeout: Duration,
+    workdir: PathBuf,
+    umask: u32,
+}
+
+impl Default for DaemonBuilder {
+    fn default() -> Self {
+        DaemonBuilder {
+            alias: "Daemon".to_owned(),
+            detach: false,
+            logfile: None,
+            verbose: false,
+            start_children: None,
+            min_spare: None,
+            max_spare: None,
+            max_children: None,
+            requests: None,
+            babysit: None,
+            shutdown_timeout: Duration::from_secs(10),
+            workdir: PathBuf::from("/"),
+            umask: 0o027,
+        }
+    }
+}
+
+impl DaemonBuilder {
+    /// A name for logs, process names (`<alias>-spawner`, `<alias>-worker`,
+    /// cut to the kernel's 15 characters) and the status report.
+    /// Default `"Daemon"`, as the seed's session alias. The registry makes it
+    /// unnecessary for finding the actor.
+    pub fn alias(mut self, alias: impl Into<String>) -> Self {
+        self.alias = alias.into();
+        self
+    }
+
+    /// Detach from the terminal: double fork, `setsid`, stdin from
+    /// `/dev/null`, working directory and umask as set. Needs a
+    /// [`logfile`](Self::logfile). Default `false`.
+    pub fn detach(mut self, detach: bool) -> Self {
+        self.detach = detach;
+        self
+    }
+
+    /// Redirect stdout and stderr to this file (appended, created with mode
+    /// 0640), reopened on HUP. Default: none, output stays where it is.
+    pub fn logfile(mut self, path: impl Into<PathBuf>) -> Self {
+        self.logfile = Some(path.into());
+        self
+    }
+
+    /// Log process creation and every state change. Default `false`.
+    pub fn verbose(mut self, verbose: bool) -> Self {
+        self.verbose = verbose;
+        self
+    }
+
+    /// Pre-fork this many workers at start-up; makes the daemon a pre-forked pool.
+    pub fn start_children(mut self, n: usize) -> Self {
+        self.start_children = Some(n);
+        self
+    }
+
+    /// Pre-fork: fork more workers when fewer than this many wait. Default:
+    /// 20% of `max_children` if that is set, else `start_children`.
+    pub fn min_spare(mut self, n: usize) -> Self {
+        self.min_spare = Some(n);
+        self
+    }
+
+    /// Pre-fork: retire waiting workers (with TERM) when more than this many
+    /// wait. Default: 80% of `max_children` if that is set, else twice
+    /// `start_children`.
+    pub fn max_spare(mut self, n: usize) -> Self {
+        self.max_spare = Some(n);
+        self
+    }
+
+    /// At most this many workers at once. Without `start_children` this makes
+    /// the daemon fork one worker per request. Pre-fork default:
+    /// `start_children + max_spare`.
+    pub fn max_children(mut self, n: usize) -> Self {
+        self.max_children = Some(n);
+        self
+    }
+
+    /// Pre-fork: a worker exits after this many requests and is replaced.
+    /// Default: unlimited (the seed's default was 1).
+    pub fn requests(mut self, n: u64) -> Self {
+        self.requests = Some(n);
+        self
+    }
+
+    /// The babysitter's interval. Default: no babysitting.
+    pub fn babysit(mut self, interval: Duration) -> Self {
+        self.babysit = Some(interval);
+        self
+    }
+
+    /// How long a shutdown waits for workers and foreign children after TERM
+    /// before it KILLs them. Default 10 seconds.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// The working directory of a detached daemon. Default `/`.
+    pub fn workdir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.workdir = dir.into();
+        self
+    }
+
+    /// The umask of a detached daemon. Default `0o027` (the log file is then
+    /// created 0640).
+    pub fn umask(mut self, umask: u32) -> Self {
+        self.umask = umask;
+        self
+    }
+
+    /// Derives the defaults and validates the parameters.
+    ///
+    /// # Errors
+    ///
+    /// A typed [`Error`] for every parameter that makes no sense: a zero where
+    /// zero means nothing ([`Error::Zero`]), `max_spare` below `min_spare`
+    /// ([`Error::SpareRange`]), `start_children` or `min_spare` above
+    /// `max_children` ([`Error::AboveMaxChildren`]), a pool parameter outside
+    /// pre-fork ([`Error::WrongMode`]), or `detach` without a log file
+    /// ([`Error::DetachWithoutLogfile`]). Nothing is forked or opened.
+    pub fn build(self) -> Result<crate::Daemon> {
+        let mode = self.resolve_mode()?;
+        if self.detach && self.logfile.is_none() {
+            return Err(Error::DetachWithoutLogfile);
+        }
+        if self.babysit == Some(Duration::ZERO) {
+            return Err(Error::Zero("babysit"));
+        }
+        if self.shutdown_timeout.is_zero() {
+            return Err(Error::Zero("shutdown_timeout"));
+        }
+        if self.umask > 0o777 {
+            return Err(Error::WrongMode {
+                param: "umask",
+                mode: "values up to 0o777",
+            });
+        }
+        Ok(crate::Daemon::new(Config {
+            alias: self.alias,
+            detach: self.detach,
+            logfile: self.logfile,
+            verbose: self.verbose,
+            mode,
+            babysit: self.babysit,
+            shutdown_timeout: self.shutdown_timeout,
+            workdir: self.workdir,
+            umask: self.umask,
+        }))
+    }
+
+    fn resolve_mode(&self) -> Result<Mode> {
+        for (name, value) in [
+            ("start_children", self.start_children),
+            ("min_spare", self.min_spare),
+            ("max_spare", self.max_spare),
+            ("max_children", self.max_children),
+        ] {
+            if value == Some(0) {
+                return Err(Error::Zero(name));
+            }
+        }
+        if self.requests == Some(0) {
+            return Err(Error::Zero("requests"));
+        }
+        let Some(start) = self.start_children else {
+            for (param, set) in [
+                ("min_spare", self.min_spare.is_some()),
+                ("max_spare", self.max_spare.is_some()),
+                ("requests", self.requests.is_some()),
+            ] {
+                if set {
+                    return Err(Error::WrongMode {
+                        param,
+                        mode: "a pre-forked pool (set start_children)",
+                    });
+                }
+            }
+            return Ok(match self.max_children {
+                Some(max_children) => Mode::ForkPerRequest { max_children },
+                None => Mode::Daemon,
+            });
+        };
+        let (min_spare, max_spare, max_children) = match self.max_children {
+            Some(max) => {
+                let min_spare = self.min_spare.unwrap_or((max / 5).max(1));
+                let max_spare = self.max_spare.unwrap_or((max * 4 / 5).max(min_spare));
+                (min_spare, max_spare, max)
+            }
+            None => {
+                let min_spare = self.min_spare.unwrap_or(start);
+                let max_spare = self.max_spare.unwrap_or((2 * start).max(min_spare));
+                (min_spare, max_spare, start + max_spare)
+            }
+        };
+        if max_spare < min_spare {
+            return Err(Error::SpareRange {
+                min_spare,
+                max_spare,
+            });
+        }
+        for (what, value) in [("start_children", start), ("min_spare", min_spare)] {
+            if value > max_children {
+                return Err(Error::AboveMaxChildren {
+                    what,
+                    value,
+                    max_children,
+                });
+            }
+        }
+        Ok(Mode::PreFork(PreFork {
+            start_children: start,
+            min_spare,
+            max_spare,
+            max_children,
+            requests: self.requests.and_then(NonZeroU64::new),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Daemon;
+
+    fn pool(builder: DaemonBuilder) -> PreFork {
+        match builder.build().expect("valid").config().mode() {
+            Mode::PreFork(pool) => *pool,
+            other => panic!("not a pool: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn start_children_alone_derives_the_seeds_defaults() {
+        let p = pool(Daemon::builder().start_children(10));
+        assert_eq!((p.min_spare, p.max_spare, p.max_children), (10, 20, 30));
+        assert_eq!(
+            p.requests, None,
+            "unlike the seed, requests unset is unlimited"
+        );
+    }
+
+    #[test]
+    fn max_children_with_start_derives_percentages() {
+        let p = pool(Daemon::builder().start_children(1).max_children(10));
+        assert_eq!((p.min_spare, p.max_spare), (2, 8));
+        let p = pool(Daemon::builder().start_children(2).max_children(100));
+        assert_eq!((p.min_spare, p.max_spare), (20, 80));
+        let p = pool(Daemon::builder().start_children(1).max_children(2));
+        assert_eq!((p.min_spare, p.max_spare), (1, 1));
+    }
+
+    #[test]
+    fn the_preforking_examples_pool() {
+        let p = pool(
+            Daemon::builder()
+                .start_children(1)
+                .min_spare(2)
+                .max_children(10)
+                .requests(1),
+        );
+        assert_eq!(
+            (p.start_children, p.min_spare, p.max_spare, p.max_children),
+            (1, 2, 8, 10)
+        );
+        assert_eq!(p.requests.map(NonZeroU64::get), Some(1));
+    }
+
+    #[test]
+    fn modes() {
+        let d = Daemon::builder().max_children(3).build().unwrap();
+        assert_eq!(d.config().mode(), &Mode::ForkPerRequest { max_children: 3 });
+        let d = Daemon::builder().build().unwrap();
+        assert_eq!(d.config().mode(), &Mode::Daemon);
+        assert_eq!(d.config().mode().describe(), "Daemon server");
+    }
+
+    #[test]
+    fn errors() {
+        let err = |b: DaemonBuilder| b.build().unwrap_err().to_string();
+        assert_eq!(
+            err(Daemon::builder()
+                .start_children(2)
+                .min_spare(5)
+                .max_spare(3)),
+            "max_spare (3) is below min_spare (5)"
+        );
+        assert_eq!(
+            err(Daemon::builder().start_children(20).max_children(10)),
+            "start_children (20) is above max_children (10)"
+        );
+        assert_eq!(
+            err(Daemon::builder()
+                .start_children(1)
+                .min_spare(11)
+                .max_spare(12)
+                .max_children(10)),
+            "min_spare (11) is above max_children (10)"
+        );
+        for (b, name) in [
+            (Daemon::builder().start_children(0), "start_children"),
+            (Daemon::builder().max_children(0), "max_children"),
+            (
+                Daemon::builder().start_children(1).min_spare(0),
+                "min_spare",
+            ),
+            (
+                Daemon::builder().start_children(1).max_spare(0),
+                "max_spare",
+            ),
+            (Daemon::builder().start_children(1).requests(0), "requests"),
+            (Daemon::builder().babysit(Duration::ZERO), "babysit"),
+            (
+                Daemon::builder().shutdown_timeout(Duration::ZERO),
+                "shutdown_timeout",
+            ),
+        ] {
+            assert_eq!(err(b), format!("{name} must be greater than zero"));
+        }
+        assert!(matches!(
+            Daemon::builder().detach(true).build(),
+            Err(Error::DetachWithoutLogfile)
+        ));
+        assert!(matches!(
+            Daemon::builder().max_children(3).requests(1).build(),
+            Err(Error::WrongMode {
+                param: "requests",
+                ..
+            })
+        ));
+        assert!(matches!(
+            Daemon::builder().min_spare(3).build(),
+            Err(Error::WrongMode {
+                param: "min_spare",
+                ..
+            })
+        ));
+    }
+}

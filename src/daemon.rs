@@ -1,0 +1,1318 @@
+//! `DaemonActor`: the daemon's registry actor, one in every process.
+//!
+//! In the supervisor it keeps the pool (asks the spawner for workers, reaps
+//! them, keeps spares between the limits, queues fork-per-request requests at
+//! `max_children`), and shuts everything down. In a worker it tracks that
+//! worker's state in the scoreboard and tells the application when to accept
+//! and when to go. In both it turns OS signals into [`DaemonSignal`]s.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use nix::errno::Errno;
+use nix::sys::signal::Signal;
+use nix::sys::wait::WaitStatus;
+use slog::{Logger, debug, error, info, warn};
+
+use crate::config::{Config, Mode};
+use crate::error::Error;
+use crate::messages::{
+    DaemonSignal, ForeignChild, OsSignal, Peek, Shutdown, Status, Subscribe, Unsubscribe,
+    UpdateStatus,
+};
+use crate::payload::Payload;
+use crate::process::{self, ReadyNotifier, SpawnReply, SpawnerLink, Wake};
+use crate::scoreboard::{Counter, Scoreboard, SlotId};
+use crate::state::SlotState;
+use crate::status::{PeekReport, PoolLimits, Role, StatusReport, SubscriberInfo};
+
+/// The daemon's actor: `DaemonActor::from_registry()` in any process of the
+/// daemon (supervisor or worker) reaches the one that [`Daemon::run`]
+/// installed.
+///
+/// It handles [`UpdateStatus`], [`Subscribe`], [`Unsubscribe`], [`Status`],
+/// [`Peek`], [`ForeignChild`] and [`Shutdown`], and sends [`DaemonSignal`]s to
+/// its subscribers.
+///
+/// Outside a daemon (`from_registry()` in a program that never called `run`)
+/// it answers `Status` and `Peek` for a plain process and logs every update as
+/// out of place.
+///
+/// [`Daemon::run`]: crate::Daemon::run
+#[derive(Default)]
+pub struct DaemonActor {
+    core: Option<Box<Core>>,
+}
+
+impl std::fmt::Debug for DaemonActor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("DaemonActor");
+        if let Some(core) = &self.core {
+            d.field("role", &core.role)
+                .field("mode", &core.config.mode().describe())
+                .field("subscribers", &core.subscribers.len());
+        }
+        d.finish()
+    }
+}
+
+struct Core {
+    config: Arc<Config>,
+    log: Logger,
+    role: Role,
+    pid: u32,
+    supervisor_pid: u32,
+    board: Option<Scoreboard>,
+    subscribers: Vec<Recipient<DaemonSignal>>,
+    life: Lifecycle,
+    shutting_down: bool,
+    foreign: HashSet<i32>,
+    kind: Kind,
+}
+
+#[derive(Default)]
+struct Lifecycle {
+    started: bool,
+    parent: bool,
+    child: Option<Option<Payload>>,
+    accepting: Option<bool>,
+}
+
+enum Kind {
+    Supervisor(Box<Sup>),
+    Worker(Wrk),
+}
+
+struct Sup {
+    spawner: Option<Arc<OwnedFd>>,
+    spawner_task: Option<actix_rt::task::JoinHandle<()>>,
+    spawner_pid: Option<i32>,
+    wake: Option<Arc<Wake>>,
+    workers: HashMap<i32, SlotId>,
+    pending: HashMap<SlotId, Option<Payload>>,
+    to_resend: VecDeque<SlotId>,
+    retry_scheduled: bool,
+    retry_delay: Duration,
+    queue: VecDeque<Payload>,
+    paused: bool,
+    unclaimed: HashMap<i32, (WaitStatus, Instant)>,
+    retiring: HashSet<i32>,
+    notifier: Option<ReadyNotifier>,
+    outcome: Arc<Mutex<Option<Error>>>,
+}
+
+struct Wrk {
+    slot: SlotId,
+    wake: Arc<Wake>,
+    acked: bool,
+}
+
+/// What `run` hands the supervisor's actor.
+pub(crate) struct SupervisorSetup {
+    pub(crate) config: Arc<Config>,
+    pub(crate) log: Logger,
+    pub(crate) board: Option<Scoreboard>,
+    pub(crate) wake: Option<Arc<Wake>>,
+    pub(crate) spawner: Option<SpawnerLink>,
+    pub(crate) notifier: Option<ReadyNotifier>,
+    pub(crate) outcome: Arc<Mutex<Option<Error>>>,
+}
+
+/// What a worker's bootstrap hands the worker's actor.
+pub(crate) struct WorkerSetup {
+    pub(crate) config: Arc<Config>,
+    pub(crate) log: Logger,
+    pub(crate) board: Scoreboard,
+    pub(crate) wake: Arc<Wake>,
+    pub(crate) slot: SlotId,
+    pub(crate) supervisor_pid: u32,
+    pub(crate) payload: Option<Payload>,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Woken;
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct FromSpawner(Option<SpawnReply>);
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ShutdownAcked;
+
+impl DaemonActor {
+    pub(crate) fn supervisor(setup: SupervisorSetup) -> DaemonActor {
+        let pid = std::process::id();
+        DaemonActor {
+            core: Some(Box::new(Core {
+                config: setup.config,
+                log: setup.log,
+                role: Role::Supervisor,
+                pid,
+                supervisor_pid: pid,
+                board: setup.board,
+                subscribers: Vec::new(),
+                life: Lifecycle::default(),
+                shutting_down: false,
+                foreign: HashSet::new(),
+                kind: Kind::Supervisor(Box::new(Sup {
+                    spawner_pid: setup.spawner.as_ref().map(|s| s.pid),
+                    spawner: setup.spawner.map(|s| Arc::new(s.sock)),
+                    spawner_task: None,
+                    wake: setup.wake,
+                    workers: HashMap::new(),
+                    pending: HashMap::new(),
+                    to_resend: VecDeque::new(),
+                    retry_scheduled: false,
+                    retry_delay: RETRY_MIN,
+                    queue: VecDeque::new(),
+                    paused: false,
+                    unclaimed: HashMap::new(),
+                    retiring: HashSet::new(),
+                    notifier: setup.notifier,
+                    outcome: setup.outcome,
+                })),
+            })),
+        }
+    }
+
+    pub(crate) fn worker(setup: WorkerSetup) -> DaemonActor {
+        let life = Lifecycle {
+            child: Some(setup.payload),
+            ..Lifecycle::default()
+        };
+        DaemonActor {
+            core: Some(Box::new(Core {
+                config: setup.config,
+                log: setup.log,
+                role: Role::Worker,
+                pid: std::process::id(),
+                supervisor_pid: setup.supervisor_pid,
+                board: Some(setup.board),
+                subscribers: Vec::new(),
+                life,
+                shutting_down: false,
+                foreign: HashSet::new(),
+                kind: Kind::Worker(Wrk {
+                    slot: setup.slot,
+                    wake: setup.wake,
+                    acked: false,
+                }),
+            })),
+        }
+    }
+}
+
+const RETRY_MIN: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+const SWEEP: Duration = Duration::from_secs(1);
+const KILL_GRACE: Duration = Duration::from_secs(2);
+
+impl Actor for DaemonActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let Some(core) = self.core.as_deref_mut() else {
+            return;
+        };
+        crate::signals::listen(ctx.address(), &core.log);
+        core.life.started = true;
+        core.broadcast(DaemonSignal::Start);
+        match &core.kind {
+            Kind::Supervisor(_) => core.supervisor_started(ctx),
+            Kind::Worker(_) => core.worker_started(),
+        }
+    }
+}
+
+impl actix::Supervised for DaemonActor {}
+impl SystemService for DaemonActor {}
+
+impl Core {
+    // -- common ------------------------------------------------------------
+
+    fn place(&self) -> String {
+        match &self.kind {
+            Kind::Supervisor(_) => format!("supervisor pid {}", self.pid),
+            Kind::Worker(w) => format!("worker pid {} slot {}", self.pid, w.slot),
+        }
+    }
+
+    fn broadcast(&mut self, signal: DaemonSignal) {
+        self.subscribers.retain(|s| s.connected());
+        match &signal {
+            DaemonSignal::Accept => self.life.accepting = Some(true),
+            DaemonSignal::Pause => self.life.accepting = Some(false),
+            DaemonSignal::Parent => self.life.parent = true,
+            _ => {}
+        }
+        for s in &self.subscribers {
+            s.do_send(signal.clone());
+        }
+    }
+
+    fn replay(&self, to: &Recipient<DaemonSignal>) {
+        if self.life.started {
+            to.do_send(DaemonSignal::Start);
+        }
+        if self.life.parent {
+            to.do_send(DaemonSignal::Parent);
+        }
+        if let Some(payload) = &self.life.child {
+            to.do_send(DaemonSignal::Child(payload.clone()));
+        }
+        match self.life.accepting {
+            Some(true) => to.do_send(DaemonSignal::Accept),
+            Some(false) => to.do_send(DaemonSignal::Pause),
+            None => {}
+        }
+        if self.shutting_down {
+            to.do_send(DaemonSignal::Shutdown);
+        }
+    }
+
+    fn state(&self) -> Option<SlotState> {
+        match (&self.kind, &self.board) {
+            (Kind::Worker(w), Some(board)) => Some(board.state(w.slot)),
+            _ => None,
+        }
+    }
+
+    fn set_state(&mut self, state: SlotState) {
+        if let (Kind::Worker(w), Some(board)) = (&self.kind, &self.board) {
+            if board.state(w.slot) == state {
+                return;
+            }
+            board.set_state(w.slot, state);
+            debug!(self.log, "state"; "state" => %state.letter());
+            if matches!(self.config.mode(), Mode::PreFork(_)) {
+                w.wake.wake();
+            }
+        }
+    }
+
+    fn out_of_place(&self, what: &str) {
+        warn!(self.log, "status update ignored: it makes no sense here";
+            "update" => what, "from" => self.place(),
+            "state" => self.state().map(|s| s.letter().to_string()).unwrap_or_else(|| "-".into()),
+            "mode" => self.config.mode().describe());
+    }
+
+    fn status(&self) -> StatusReport {
+        let mode = self.config.mode();
+        let limits = match mode {
+            Mode::Daemon => None,
+            Mode::ForkPerRequest { max_children } => Some(PoolLimits {
+                max_children: *max_children,
+                min_spare: None,
+                max_spare: None,
+                requests: None,
+            }),
+            Mode::PreFork(p) => Some(PoolLimits {
+                max_children: p.max_children,
+                min_spare: Some(p.min_spare),
+                max_spare: Some(p.max_spare),
+                requests: p.requests.map(|n| n.get()),
+            }),
+        };
+        let (queued, paused, slot) = match &self.kind {
+            Kind::Supervisor(s) if matches!(mode, Mode::ForkPerRequest { .. }) => {
+                (Some(s.queue.len()), Some(s.paused), None)
+            }
+            Kind::Supervisor(_) => (None, None, None),
+            Kind::Worker(w) => (None, None, Some(w.slot.0)),
+        };
+        StatusReport {
+            alias: self.config.alias().to_owned(),
+            mode: mode.describe(),
+            role: self.role,
+            pid: self.pid,
+            supervisor_pid: self.supervisor_pid,
+            slot,
+            limits,
+            slots: self
+                .board
+                .as_ref()
+                .map(|b| b.snapshots())
+                .unwrap_or_default(),
+            counters: self
+                .board
+                .as_ref()
+                .map(|b| b.counters())
+                .unwrap_or_default(),
+            queued_requests: queued,
+            paused,
+            shutting_down: self.shutting_down,
+        }
+    }
+
+    fn peek(&self, verbose: bool) -> PeekReport {
+        let me = procfs::process::Process::myself().ok();
+        let open_fds = me.as_ref().and_then(|p| p.fd_count().ok()).unwrap_or(0);
+        let threads = me
+            .as_ref()
+            .and_then(|p| p.tasks().ok())
+            .map(|t| t.count())
+            .unwrap_or(0);
+        let fds = if verbose {
+            me.as_ref()
+                .and_then(|p| p.fd().ok())
+                .map(|it| {
+                    it.flatten()
+                        .map(|fd| format!("{}: {:?}", fd.fd, fd.target))
+                        .collect()
+                })
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let (runtime_tasks, runtime_queue) = tokio::runtime::Handle::try_current()
+            .map(|h| {
+                let m = h.metrics();
+                (m.num_alive_tasks(), m.global_queue_depth())
+            })
+            .unwrap_or((0, 0));
+        let subscribers: Vec<SubscriberInfo> = self
+            .subscribers
+            .iter()
+            .enumerate()
+            .map(|(index, s)| SubscriberInfo {
+                index,
+                alive: s.connected(),
+            })
+            .collect();
+        let mut keeps_running = vec![if self.shutting_down {
+            "shutdown has begun and waits for what is listed below".to_owned()
+        } else {
+            "the System runs until Shutdown, TERM or INT".to_owned()
+        }];
+        let alive = subscribers.iter().filter(|s| s.alive).count();
+        if alive > 0 {
+            keeps_running.push(format!("{alive} subscribers alive"));
+        }
+        let mut report = PeekReport {
+            verbose,
+            role: self.role,
+            mode: self.config.mode().describe(),
+            pid: self.pid,
+            parent_pid: nix::unistd::getppid().as_raw() as u32,
+            supervisor_pid: self.supervisor_pid,
+            spawner_pid: None,
+            subscribers,
+            queued_requests: 0,
+            pending_spawns: 0,
+            known_workers: 0,
+            foreign_children: self.foreign.iter().copied().collect(),
+            slots: self
+                .board
+                .as_ref()
+                .map(Scoreboard::slots_line)
+                .unwrap_or_default(),
+            runtime_tasks,
+            runtime_queue,
+            open_fds,
+            threads,
+            forks_since_runtime: process::forks_after_runtime(),
+            shutting_down: self.shutting_down,
+            keeps_running,
+            fds,
+        };
+        match &self.kind {
+            Kind::Supervisor(s) => {
+                report.spawner_pid = s.spawner_pid;
+                report.queued_requests = s.queue.len();
+                report.pending_spawns = s.pending.len();
+                report.known_workers = s.workers.len();
+                if !s.workers.is_empty() {
+                    report
+                        .keeps_running
+                        .push(format!("{} workers running", s.workers.len()));
+                }
+                if let Some(pid) = s.spawner_pid {
+                    report
+                        .keeps_running
+                        .push(format!("spawner pid {pid} running"));
+                }
+                if !s.pending.is_empty() {
+                    report
+                        .keeps_running
+                        .push(format!("{} spawn requests pending", s.pending.len()));
+                }
+            }
+            Kind::Worker(_) => {
+                if self.state().is_some_and(SlotState::is_busy) {
+                    report.keeps_running.push("handling a request".to_owned());
+                }
+            }
+        }
+        if !self.foreign.is_empty() {
+            report
+                .keeps_running
+                .push(format!("{} foreign children", self.foreign.len()));
+        }
+        report
+    }
+
+    fn on_signal(&mut self, sig: OsSignal, ctx: &mut Context<DaemonActor>) {
+        match sig {
+            OsSignal::Term | OsSignal::Int => {
+                let name = if sig == OsSignal::Term {
+                    "SIGTERM"
+                } else {
+                    "SIGINT"
+                };
+                self.shutdown(ctx, name);
+            }
+            OsSignal::Hup => {
+                if let Some(path) = self.config.logfile() {
+                    match process::reopen_logfile(path) {
+                        Ok(()) => info!(self.log, "log file reopened"; "signal" => "SIGHUP"),
+                        Err(err) => error!(self.log, "cannot reopen log file"; "error" => %err),
+                    }
+                }
+                self.broadcast(DaemonSignal::Hup);
+                if let Kind::Supervisor(s) = &self.kind {
+                    for &pid in s.workers.keys() {
+                        process::send_signal(pid, Signal::SIGHUP);
+                    }
+                }
+            }
+            OsSignal::Usr2 => {
+                let report = self.peek(true);
+                info!(self.log, "peek (SIGUSR2)\n{}", report);
+            }
+            OsSignal::Chld => self.reap(ctx),
+        }
+    }
+
+    fn shutdown(&mut self, ctx: &mut Context<DaemonActor>, reason: &str) {
+        if self.shutting_down {
+            return;
+        }
+        self.shutting_down = true;
+        info!(self.log, "shutting down"; "reason" => reason);
+        match self.kind {
+            Kind::Supervisor(_) => self.supervisor_shutdown(ctx, reason),
+            Kind::Worker(_) => {
+                if !self.state().is_some_and(SlotState::is_busy) {
+                    self.set_state(SlotState::Exit);
+                }
+                self.broadcast_and_wait_shutdown(ctx);
+            }
+        }
+    }
+
+    /// Sends `Shutdown` to every subscriber and tells the actor once all have
+    /// handled it (or the shutdown timeout passed), so that an acceptor has
+    /// stopped accepting before the process decides to stop.
+    fn broadcast_and_wait_shutdown(&mut self, ctx: &mut Context<DaemonActor>) {
+        self.subscribers.retain(|s| s.connected());
+        let sends: Vec<_> = self
+            .subscribers
+            .iter()
+            .map(|s| s.send(DaemonSignal::Shutdown))
+            .collect();
+        let addr = ctx.address();
+        let timeout = self.config.shutdown_timeout();
+        actix_rt::spawn(async move {
+            let all = async {
+                for send in sends {
+                    let _ = send.await;
+                }
+            };
+            let _ = actix_rt::time::timeout(timeout, all).await;
+            addr.do_send(ShutdownAcked);
+        });
+    }
+
+    fn stop_system(&self, code: i32) {
+        debug!(self.log, "stopping"; "code" => code);
+        System::current().stop_with_code(code);
+    }
+
+    fn term_foreign(&self, sig: Signal) {
+        for &pid in &self.foreign {
+            process::send_signal(pid, sig);
+        }
+    }
+
+    // -- worker ------------------------------------------------------------
+
+    fn worker_started(&mut self) {
+        let payload = self.life.child.clone().flatten();
+        if matches!(self.config.mode(), Mode::ForkPerRequest { .. }) {
+            self.set_state(SlotState::Req);
+        }
+        if self.config.verbose() {
+            debug!(self.log, "worker running");
+        }
+        self.broadcast(DaemonSignal::Child(payload));
+    }
+
+    fn worker_update(&mut self, update: UpdateStatus, ctx: &mut Context<DaemonActor>) {
+        let Some(state) = self.state() else { return };
+        let prefork = matches!(self.config.mode(), Mode::PreFork(_));
+        let name = update_name(&update);
+        match update {
+            UpdateStatus::Wait if prefork => match state {
+                SlotState::Starting => {
+                    self.set_state(SlotState::FirstWait);
+                    self.accept_if_running();
+                }
+                SlotState::Req | SlotState::Long => self.request_done(ctx),
+                SlotState::FirstWait | SlotState::Wait => {}
+                _ => self.out_of_place(name),
+            },
+            UpdateStatus::Req(_) if prefork => match state {
+                SlotState::FirstWait | SlotState::Wait | SlotState::Long => {
+                    self.set_state(SlotState::Req)
+                }
+                SlotState::Req => {}
+                _ => self.out_of_place(name),
+            },
+            UpdateStatus::Long => match state {
+                SlotState::Req => self.set_state(SlotState::Long),
+                SlotState::FirstWait | SlotState::Wait if prefork => {
+                    self.set_state(SlotState::Long)
+                }
+                SlotState::Long => {}
+                _ => self.out_of_place(name),
+            },
+            UpdateStatus::Done => match state {
+                SlotState::Req | SlotState::Long => self.request_done(ctx),
+                _ => self.out_of_place(name),
+            },
+            _ => self.out_of_place(name),
+        }
+    }
+
+    fn accept_if_running(&mut self) {
+        if !self.shutting_down {
+            self.broadcast(DaemonSignal::Accept);
+        }
+    }
+
+    fn request_done(&mut self, ctx: &mut Context<DaemonActor>) {
+        let (Kind::Worker(w), Some(board)) = (&self.kind, &self.board) else {
+            return;
+        };
+        let served = board.count_request(w.slot);
+        let limit = match self.config.mode() {
+            Mode::PreFork(p) => p.requests.map(|n| n.get()),
+            _ => Some(1),
+        };
+        if self.shutting_down {
+            self.set_state(SlotState::Exit);
+            self.maybe_stop_worker();
+        } else if limit.is_some_and(|limit| served >= limit) {
+            if matches!(self.config.mode(), Mode::PreFork(_)) {
+                board.count(Counter::Retired);
+            }
+            self.set_state(SlotState::Exit);
+            let reason = format!("served {served} requests");
+            self.shutdown(ctx, &reason);
+        } else {
+            self.set_state(SlotState::Wait);
+            self.accept_if_running();
+        }
+    }
+
+    fn maybe_stop_worker(&mut self) {
+        let busy = self.state().is_some_and(SlotState::is_busy);
+        if let Kind::Worker(w) = &self.kind {
+            if w.acked && !busy {
+                self.set_state(SlotState::Exit);
+                self.term_foreign(Signal::SIGTERM);
+                self.stop_system(0);
+            }
+        }
+    }
+
+    // -- supervisor --------------------------------------------------------
+
+    fn sup(&mut self) -> &mut Sup {
+        match &mut self.kind {
+            Kind::Supervisor(s) => s,
+            Kind::Worker(_) => unreachable!("supervisor method in a worker"),
+        }
+    }
+
+    fn supervisor_started(&mut self, ctx: &mut Context<DaemonActor>) {
+        let addr = ctx.address();
+        let s = self.sup();
+        if let Some(wake) = s.wake.clone() {
+            let addr = addr.clone();
+            actix_rt::spawn(async move {
+                let Ok(fd) = process::watch(wake) else {
+                    return;
+                };
+                loop {
+                    let Ok(mut guard) = fd.readable().await else {
+                        return;
+                    };
+                    guard.clear_ready();
+                    if fd.get_ref().0.drain() {
+                        addr.do_send(Woken);
+                    }
+                }
+            });
+        }
+        if let Some(sock) = s.spawner.clone() {
+            let addr = addr.clone();
+            s.spawner_task = Some(actix_rt::spawn(async move {
+                let Ok(fd) = process::watch(sock) else {
+                    addr.do_send(FromSpawner(None));
+                    return;
+                };
+                loop {
+                    let Ok(mut guard) = fd.readable().await else {
+                        return;
+                    };
+                    loop {
+                        match process::read_reply(fd.get_ref().as_raw_fd()) {
+                            Ok(Some(Some(reply))) => addr.do_send(FromSpawner(Some(reply))),
+                            Ok(Some(None)) => {}
+                            Ok(None) => {
+                                addr.do_send(FromSpawner(None));
+                                return;
+                            }
+                            Err(Errno::EAGAIN) => {
+                                guard.clear_ready();
+                                break;
+                            }
+                            Err(Errno::EINTR) => {}
+                            Err(_) => {
+                                addr.do_send(FromSpawner(None));
+                                return;
+                            }
+                        }
+                    }
+                }
+            }));
+        }
+        ctx.run_interval(SWEEP, |act, ctx| {
+            if let Some(core) = act.core.as_deref_mut() {
+                core.reap(ctx);
+                core.sup()
+                    .unclaimed
+                    .retain(|_, (_, at)| at.elapsed() < Duration::from_secs(60));
+            }
+        });
+        let spawner = self.sup().spawner_pid;
+        info!(self.log, "daemon started"; "mode" => self.config.mode().describe(),
+            "spawner" => spawner);
+        match self.config.mode().clone() {
+            Mode::Daemon | Mode::ForkPerRequest { .. } => {
+                self.broadcast(DaemonSignal::Parent);
+                if matches!(self.config.mode(), Mode::ForkPerRequest { .. }) {
+                    self.broadcast(DaemonSignal::Accept);
+                }
+                self.ready();
+            }
+            Mode::PreFork(p) => {
+                for _ in 0..p.start_children {
+                    self.spawn(None);
+                }
+                self.manage_pool();
+            }
+        }
+    }
+
+    fn ready(&mut self) {
+        if let Some(mut n) = self.sup().notifier.take() {
+            n.ready();
+        }
+        info!(self.log, "daemon ready");
+    }
+
+    /// Allocates a slot and asks the spawner for a worker. `false` when no
+    /// slot is free.
+    fn spawn(&mut self, payload: Option<Payload>) -> bool {
+        let Some(board) = self.board.clone() else {
+            return false;
+        };
+        let Some(slot) = board.allocate() else {
+            return false;
+        };
+        self.sup().pending.insert(slot, payload);
+        self.send_spawn(slot);
+        true
+    }
+
+    fn send_spawn(&mut self, slot: SlotId) {
+        let s = self.sup();
+        let Some(sock) = s.spawner.clone() else {
+            return;
+        };
+        let payload = s.pending.get(&slot).cloned().flatten();
+        match process::request_spawn(sock.as_raw_fd(), slot, payload.as_ref()) {
+            Ok(()) => {}
+            Err(Errno::EAGAIN) | Err(Errno::ENOBUFS) => self.retry_later(slot),
+            Err(err) => {
+                error!(self.log, "cannot reach the spawner"; "slot" => slot, "error" => %err);
+                self.retry_later(slot);
+            }
+        }
+    }
+
+    fn retry_later(&mut self, slot: SlotId) {
+        let s = self.sup();
+        s.to_resend.push_back(slot);
+        s.retry_scheduled = true;
+    }
+
+    fn schedule_retry(&mut self, ctx: &mut Context<DaemonActor>) {
+        let s = self.sup();
+        if !s.retry_scheduled || s.to_resend.is_empty() {
+            return;
+        }
+        s.retry_scheduled = false;
+        let delay = s.retry_delay;
+        s.retry_delay = (s.retry_delay * 2).min(RETRY_MAX);
+        ctx.run_later(delay, |act, _ctx| {
+            let Some(core) = act.core.as_deref_mut() else {
+                return;
+            };
+            let slots: Vec<SlotId> = core.sup().to_resend.drain(..).collect();
+            for slot in slots {
+                if core.shutting_down {
+                    core.abandon_spawn(slot);
+                } else {
+                    core.send_spawn(slot);
+                }
+            }
+            // A retry that fails again sets retry_scheduled; the next event
+            // (sweep, wake-up) schedules it.
+        });
+    }
+
+    fn abandon_spawn(&mut self, slot: SlotId) {
+        if self.sup().pending.remove(&slot).is_some()
+            && let Some(board) = &self.board
+        {
+            board.free(slot);
+        }
+    }
+
+    fn on_spawner(&mut self, reply: Option<SpawnReply>, ctx: &mut Context<DaemonActor>) {
+        match reply {
+            Some(SpawnReply::Spawned { slot, pid }) => {
+                let board = self.board.clone();
+                let s = self.sup();
+                s.pending.remove(&slot);
+                s.retry_delay = RETRY_MIN;
+                if let Some(board) = &board {
+                    board.set_pid(slot, pid);
+                    board.count(Counter::Spawned);
+                }
+                debug!(self.log, "worker forked"; "slot" => slot, "worker" => pid);
+                let s = self.sup();
+                if let Some((status, _)) = s.unclaimed.remove(&pid) {
+                    self.worker_exited(pid, slot, status);
+                } else {
+                    s.workers.insert(pid, slot);
+                    if self.shutting_down {
+                        process::send_signal(pid, Signal::SIGTERM);
+                    }
+                }
+            }
+            Some(SpawnReply::Failed { slot, errno }) => {
+                if let Some(board) = &self.board {
+                    board.count(Counter::ForkFailed);
+                }
+                warn!(self.log, "fork failed, will retry"; "slot" => slot, "error" => %errno);
+                if self.shutting_down {
+                    self.abandon_spawn(slot);
+                } else {
+                    self.retry_later(slot);
+                }
+            }
+            None => {
+                let s = self.sup();
+                s.spawner = None;
+                s.spawner_task = None;
+                if !self.shutting_down {
+                    error!(
+                        self.log,
+                        "the spawner closed its socket: no worker can be forked"
+                    );
+                    let pid = self.sup().spawner_pid.unwrap_or(0);
+                    self.fail(Error::SpawnerDied {
+                        pid,
+                        status: "closed its socket".into(),
+                    });
+                    self.shutdown(ctx, "spawner gone");
+                }
+            }
+        }
+        self.after_change(ctx);
+    }
+
+    fn fail(&mut self, err: Error) {
+        let s = self.sup();
+        if let Some(mut n) = s.notifier.take() {
+            n.failed(&err.to_string());
+        }
+        let mut outcome = s.outcome.lock().unwrap_or_else(|p| p.into_inner());
+        outcome.get_or_insert(err);
+    }
+
+    fn reap(&mut self, ctx: &mut Context<DaemonActor>) {
+        if !matches!(self.kind, Kind::Supervisor(_)) {
+            // Workers reap only the children they were told about.
+            let done: Vec<i32> = self
+                .foreign
+                .iter()
+                .copied()
+                .filter(|&pid| process::reap_pid(pid).is_some())
+                .collect();
+            for pid in done {
+                self.foreign.remove(&pid);
+            }
+            return;
+        }
+        for (pid, status) in process::reap_any() {
+            let s = self.sup();
+            if Some(pid) == s.spawner_pid {
+                s.spawner_pid = None;
+                s.spawner = None;
+                if let Some(task) = s.spawner_task.take() {
+                    task.abort();
+                }
+                if self.shutting_down {
+                    debug!(self.log, "spawner exited"; "status" => process::describe_status(&status));
+                } else {
+                    let status = process::describe_status(&status);
+                    error!(self.log, "the spawner died: no worker can be forked, shutting down";
+                        "spawner" => pid, "status" => &status);
+                    self.fail(Error::SpawnerDied { pid, status });
+                    self.shutdown(ctx, "spawner died");
+                }
+            } else if let Some(slot) = s.workers.remove(&pid) {
+                self.worker_exited(pid, slot, status);
+            } else if self.foreign.contains(&pid) {
+                self.foreign.remove(&pid);
+                info!(self.log, "foreign child exited"; "child" => pid,
+                    "status" => process::describe_status(&status));
+            } else {
+                self.sup().unclaimed.insert(pid, (status, Instant::now()));
+            }
+        }
+        self.after_change(ctx);
+    }
+
+    fn worker_exited(&mut self, pid: i32, slot: SlotId, status: WaitStatus) {
+        let retiring = self.sup().retiring.remove(&pid);
+        if let Some(board) = &self.board {
+            let state = board.state(slot);
+            board.free(slot);
+            board.count(Counter::Exited);
+            let clean = process::is_clean_exit(&status);
+            if clean || retiring || self.shutting_down {
+                debug!(self.log, "worker exited"; "worker" => pid, "slot" => slot,
+                    "status" => process::describe_status(&status));
+            } else {
+                warn!(self.log, "worker died"; "worker" => pid, "slot" => slot,
+                    "state" => %state.letter(), "status" => process::describe_status(&status));
+            }
+        }
+    }
+
+    /// After anything that changes the pool: keep it within its limits,
+    /// fork queued requests, resume accepting, or finish a shutdown.
+    fn after_change(&mut self, ctx: &mut Context<DaemonActor>) {
+        if !matches!(self.kind, Kind::Supervisor(_)) {
+            return;
+        }
+        if self.shutting_down {
+            self.check_finished(ctx);
+            return;
+        }
+        match self.config.mode() {
+            Mode::PreFork(_) => self.manage_pool(),
+            Mode::ForkPerRequest { .. } => self.drain_queue(),
+            Mode::Daemon => {}
+        }
+        self.schedule_retry(ctx);
+    }
+
+    fn manage_pool(&mut self) {
+        let Mode::PreFork(pool) = *self.config.mode() else {
+            return;
+        };
+        let Some(board) = self.board.clone() else {
+            return;
+        };
+        if self.shutting_down {
+            return;
+        }
+        let tally = board.tally();
+        let idle = tally[SlotState::FirstWait as usize] + tally[SlotState::Wait as usize];
+        let starting = tally[SlotState::Forking as usize] + tally[SlotState::Starting as usize];
+        let busy = tally[SlotState::Req as usize] + tally[SlotState::Long as usize];
+        let used = board.len() - tally[SlotState::Empty as usize];
+        if !self.life.parent && idle + busy >= pool.start_children {
+            self.broadcast(DaemonSignal::Parent);
+            self.ready();
+        }
+        if idle + starting < pool.min_spare {
+            let want = (pool.min_spare - idle - starting).min(pool.max_children - used);
+            for _ in 0..want {
+                if !self.spawn(None) {
+                    break;
+                }
+            }
+        } else if idle > pool.max_spare {
+            let retiring = &self.sup().retiring;
+            let surplus = idle - pool.max_spare;
+            let victims: Vec<(i32, SlotId)> = board
+                .snapshots()
+                .into_iter()
+                .filter(|s| s.state.is_idle() && s.pid > 0 && !retiring.contains(&s.pid))
+                .take(surplus)
+                .map(|s| (s.pid, s.slot))
+                .collect();
+            for (pid, slot) in victims {
+                debug!(self.log, "retiring a surplus spare"; "worker" => pid, "slot" => slot);
+                board.count(Counter::Retired);
+                self.sup().retiring.insert(pid);
+                process::send_signal(pid, Signal::SIGTERM);
+            }
+        }
+    }
+
+    fn supervisor_update(&mut self, update: UpdateStatus, ctx: &mut Context<DaemonActor>) {
+        match (update, self.config.mode()) {
+            (UpdateStatus::Req(payload), Mode::ForkPerRequest { .. }) => {
+                if self.shutting_down {
+                    warn!(self.log, "request refused: shutting down");
+                    return;
+                }
+                self.sup().queue.push_back(payload);
+                self.drain_queue();
+                self.schedule_retry(ctx);
+            }
+            (update, _) => self.out_of_place(update_name(&update)),
+        }
+    }
+
+    fn drain_queue(&mut self) {
+        let Mode::ForkPerRequest { max_children } = *self.config.mode() else {
+            return;
+        };
+        let Some(board) = self.board.clone() else {
+            return;
+        };
+        while let Some(payload) = self.sup().queue.pop_front() {
+            if !self.spawn(Some(payload.clone())) {
+                self.sup().queue.push_front(payload);
+                break;
+            }
+        }
+        let full = board.len() - board.tally()[SlotState::Empty as usize] >= max_children;
+        let s = self.sup();
+        let waiting = !s.queue.is_empty();
+        if (full || waiting) && !s.paused {
+            s.paused = true;
+            debug!(self.log, "pausing the acceptor: max_children reached");
+            self.broadcast(DaemonSignal::Pause);
+        } else if !full && !waiting && s.paused {
+            s.paused = false;
+            debug!(self.log, "resuming the acceptor");
+            self.broadcast(DaemonSignal::Accept);
+        }
+    }
+
+    fn supervisor_shutdown(&mut self, ctx: &mut Context<DaemonActor>, reason: &str) {
+        if let Some(board) = &self.board {
+            board.set_shutdown();
+        }
+        if self.sup().notifier.is_some() {
+            let message = format!("daemon shut down before it was ready ({reason})");
+            if let Some(mut n) = self.sup().notifier.take() {
+                n.failed(&message);
+            }
+        }
+        self.broadcast(DaemonSignal::Shutdown);
+        let dropped = self.sup().queue.len();
+        if dropped > 0 {
+            warn!(self.log, "queued requests closed unserved at shutdown"; "count" => dropped);
+            self.sup().queue.clear();
+        }
+        for &pid in self.sup().workers.keys() {
+            process::send_signal(pid, Signal::SIGTERM);
+        }
+        self.term_foreign(Signal::SIGTERM);
+        if self.config.mode() == &Mode::Daemon {
+            self.broadcast_and_wait_shutdown(ctx);
+        }
+        ctx.run_later(self.config.shutdown_timeout(), |act, ctx| {
+            if let Some(core) = act.core.as_deref_mut() {
+                core.kill_remaining(ctx);
+            }
+        });
+        self.check_finished(ctx);
+    }
+
+    fn kill_remaining(&mut self, ctx: &mut Context<DaemonActor>) {
+        let board = self.board.clone();
+        let s = self.sup();
+        let mut victims: Vec<i32> = s.workers.keys().copied().collect();
+        victims.extend(s.spawner_pid);
+        victims.extend(self.foreign.iter().copied());
+        if !victims.is_empty() {
+            warn!(self.log, "shutdown timeout: killing what is left"; "pids" => ?victims);
+        }
+        for pid in victims {
+            if process::send_signal(pid, Signal::SIGKILL)
+                && let Some(board) = &board
+            {
+                board.count(Counter::Killed);
+            }
+        }
+        let s = self.sup();
+        s.spawner = None;
+        if let Some(task) = s.spawner_task.take() {
+            task.abort();
+        }
+        s.pending.clear();
+        ctx.run_later(KILL_GRACE, |act, ctx| {
+            if let Some(core) = act.core.as_deref_mut() {
+                core.reap(ctx);
+                let s = core.sup();
+                let left: Vec<i32> = s.workers.keys().copied().chain(s.spawner_pid).collect();
+                if !left.is_empty() {
+                    error!(core.log, "children survived SIGKILL; exiting anyway";
+                        "pids" => ?left);
+                    let code = core.exit_code();
+                    core.stop_system(code);
+                }
+            }
+        });
+    }
+
+    fn exit_code(&mut self) -> i32 {
+        let failed = self
+            .sup()
+            .outcome
+            .lock()
+            .map(|o| o.is_some())
+            .unwrap_or(true);
+        i32::from(failed)
+    }
+
+    fn check_finished(&mut self, _ctx: &mut Context<DaemonActor>) {
+        let plain = self.config.mode() == &Mode::Daemon;
+        let s = self.sup();
+        // Close the spawner once nothing is pending, so that it exits and
+        // can be reaped; a spawn still in flight gets TERM once reported.
+        if s.pending.is_empty() && s.spawner.is_some() {
+            s.spawner = None;
+            if let Some(task) = s.spawner_task.take() {
+                task.abort();
+            }
+        }
+        let done = s.workers.is_empty() && s.pending.is_empty() && s.spawner_pid.is_none();
+        if done && self.foreign.is_empty() && !plain {
+            info!(self.log, "every child reaped; exiting");
+            let code = self.exit_code();
+            self.stop_system(code);
+        }
+    }
+}
+
+fn update_name(update: &UpdateStatus) -> &'static str {
+    match update {
+        UpdateStatus::Req(_) => "req",
+        UpdateStatus::Long => "long",
+        UpdateStatus::Wait => "wait",
+        UpdateStatus::Done => "done",
+    }
+}
+
+// -- handlers --------------------------------------------------------------
+
+impl Handler<UpdateStatus> for DaemonActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: UpdateStatus, ctx: &mut Context<Self>) {
+        let Some(core) = self.core.as_deref_mut() else {
+            return;
+        };
+        match core.kind {
+            Kind::Supervisor(_) => core.supervisor_update(msg, ctx),
+            Kind::Worker(_) => core.worker_update(msg, ctx),
+        }
+    }
+}
+
+impl Handler<Subscribe> for DaemonActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Subscribe, _ctx: &mut Context<Self>) {
+        let Some(core) = self.core.as_deref_mut() else {
+            return;
+        };
+        core.replay(&msg.0);
+        core.subscribers.push(msg.0);
+    }
+}
+
+impl Handler<Unsubscribe> for DaemonActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Unsubscribe, _ctx: &mut Context<Self>) {
+        if let Some(core) = self.core.as_deref_mut() {
+            core.subscribers.retain(|s| s != &msg.0);
+        }
+    }
+}
+
+impl Handler<Status> for DaemonActor {
+    type Result = MessageResult<Status>;
+
+    fn handle(&mut self, _msg: Status, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(match self.core.as_deref() {
+            Some(core) => core.status(),
+            None => StatusReport {
+                alias: "Daemon".into(),
+                mode: Mode::Daemon.describe(),
+                role: Role::Supervisor,
+                pid: std::process::id(),
+                supervisor_pid: std::process::id(),
+                slot: None,
+                limits: None,
+                slots: Vec::new(),
+                counters: Default::default(),
+                queued_requests: None,
+                paused: None,
+                shutting_down: false,
+            },
+        })
+    }
+}
+
+impl Handler<Peek> for DaemonActor {
+    type Result = MessageResult<Peek>;
+
+    fn handle(&mut self, msg: Peek, _ctx: &mut Context<Self>) -> Self::Result {
+        let core = match self.core.as_deref() {
+            Some(core) => core,
+            None => {
+                return MessageResult(PeekReport {
+                    verbose: msg.verbose,
+                    role: Role::Supervisor,
+                    mode: Mode::Daemon.describe(),
+                    pid: std::process::id(),
+                    parent_pid: nix::unistd::getppid().as_raw() as u32,
+                    supervisor_pid: std::process::id(),
+                    spawner_pid: None,
+                    subscribers: Vec::new(),
+                    queued_requests: 0,
+                    pending_spawns: 0,
+                    known_workers: 0,
+                    foreign_children: Vec::new(),
+                    slots: String::new(),
+                    runtime_tasks: 0,
+                    runtime_queue: 0,
+                    open_fds: 0,
+                    threads: 0,
+                    forks_since_runtime: 0,
+                    shutting_down: false,
+                    keeps_running: vec!["no daemon runs in this process".into()],
+                    fds: Vec::new(),
+                });
+            }
+        };
+        MessageResult(core.peek(msg.verbose))
+    }
+}
+
+impl Handler<ForeignChild> for DaemonActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ForeignChild, ctx: &mut Context<Self>) {
+        let Some(core) = self.core.as_deref_mut() else {
+            return;
+        };
+        let pid = msg.0;
+        if let Kind::Supervisor(s) = &mut core.kind
+            && s.unclaimed.remove(&pid).is_some()
+        {
+            info!(core.log, "foreign child had already exited"; "child" => pid);
+            return;
+        }
+        core.foreign.insert(pid);
+        if core.shutting_down {
+            process::send_signal(pid, Signal::SIGTERM);
+        }
+        core.reap(ctx);
+    }
+}
+
+impl Handler<Shutdown> for DaemonActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Shutdown, ctx: &mut Context<Self>) {
+        if let Some(core) = self.core.as_deref_mut() {
+            core.shutdown(ctx, "Shutdown message");
+        }
+    }
+}
+
+impl Handler<OsSignal> for DaemonActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: OsSignal, ctx: &mut Context<Self>) {
+        if let Some(core) = self.core.as_deref_mut() {
+            core.on_signal(msg, ctx);
+        }
+    }
+}
+
+impl Handler<Woken> for DaemonActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Woken, ctx: &mut Context<Self>) {
+        if let Some(core) = self.core.as_deref_mut() {
+            core.after_change(ctx);
+        }
+    }
+}
+
+impl Handler<FromSpawner> for DaemonActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: FromSpawner, ctx: &mut Context<Self>) {
+        if let Some(core) = self.core.as_deref_mut() {
+            core.on_spawner(msg.0, ctx);
+        }
+    }
+}
+
+impl Handler<ShutdownAcked> for DaemonActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: ShutdownAcked, _ctx: &mut Context<Self>) {
+        let Some(core) = self.core.as_deref_mut() else {
+            return;
+        };
+        match &mut core.kind {
+            Kind::Worker(w) => {
+                w.acked = true;
+                core.maybe_stop_worker();
+            }
+            Kind::Supervisor(_) => {
+                // A plain daemon stops once its subscribers handled Shutdown.
+                if core.config.mode() == &Mode::Daemon {
+                    let code = core.exit_code();
+                    core.stop_system(code);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! The crate's one error type.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Everything that can go wrong while configuring or running a daemon.
+///
+/// Configuration errors (`Config*` variants and the like) are returned by
+/// [`DaemonBuilder::build`](crate::DaemonBuilder::build) before any process
+/// is forked. Start-up errors are returned by [`Daemon::run`](crate::Daemon::run)
+/// before the daemon is ready; when the daemon detaches, the launching
+/// process prints them on its own stderr and exits with status 1.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// `max_spare` is below `min_spare`.
+    #[error("max_spare ({max_spare}) is below min_spare ({min_spare})")]
+    SpareRange {
+        /// The configured or derived `min_spare`.
+        min_spare: usize,
+        /// The configured or derived `max_spare`.
+        max_spare: usize,
+    },
+    /// More children would be started, or kept spare, than `max_children` allows.
+    #[error("{what} ({value}) is above max_children ({max_children})")]
+    AboveMaxChildren {
+        /// The parameter that is too large (`start_children` or `min_spare`).
+        what: &'static str,
+        /// Its value.
+        value: usize,
+        /// The configured or derived `max_children`.
+        max_children: usize,
+    },
+    /// A parameter is zero where zero means nothing.
+    #[error("{0} must be greater than zero")]
+    Zero(&'static str),
+    /// A parameter only makes sense in another mode.
+    #[error("{param} only applies to {mode}")]
+    WrongMode {
+        /// The parameter.
+        param: &'static str,
+        /// The mode it needs.
+        mode: &'static str,
+    },
+    /// `detach` was asked for without a log file.
+    #[error("detach needs a logfile: a detached daemon has no terminal to write to")]
+    DetachWithoutLogfile,
+    /// The log file could not be opened or created.
+    #[error("cannot open log file {}", path.display())]
+    OpenLogfile {
+        /// The log file's path.
+        path: PathBuf,
+        /// What the system said.
+        #[source]
+        source: io::Error,
+    },
+    /// `run` was called from inside a tokio runtime (such as `#[actix_rt::main]`).
+    #[error(
+        "run was called inside a tokio runtime: call it from a plain main, a process that has used tokio must not fork"
+    )]
+    InsideRuntime,
+    /// `run` was called from a process that already has more than one thread.
+    #[error(
+        "run was called with {threads} threads in the process: call it before starting any thread, a fork copies only the calling thread"
+    )]
+    Threaded {
+        /// How many threads `/proc/self/task` listed.
+        threads: usize,
+    },
+    /// A system call failed while setting the daemon up.
+    #[error("{op} failed")]
+    Sys {
+        /// The operation that failed, for example `fork spawner` or `mmap scoreboard`.
+        op: &'static str,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The daemon failed before it was ready (seen by the launching process of a detached daemon).
+    #[error("daemon failed to start: {0}")]
+    Startup(String),
+    /// The spawner process died; the supervisor shut down because it can no longer fork workers.
+    #[error("the spawner process {pid} died ({status}); the daemon shut down")]
+    SpawnerDied {
+        /// The spawner's pid.
+        pid: i32,
+        /// How it ended.
+        status: String,
+    },
+    /// A payload's data or file descriptors are over the limits of the spawner protocol.
+    #[error("payload too large: {what} is {size}, at most {limit}")]
+    PayloadTooLarge {
+        /// `data` (bytes) or `fds` (count).
+        what: &'static str,
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Payload data could not be serialised or deserialised.
+    #[error("payload data")]
+    PayloadData(#[source] serde_json::Error),
+}
+
+impl Error {
+    pub(crate) fn sys(op: &'static str, source: impl Into<io::Error>) -> Self {
+        Error::Sys {
+            op,
+            source: source.into(),
+        }
+    }
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

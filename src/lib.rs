@@ -1,0 +1,349 @@
+//! # actix-daemon
+//!
+//! All the housework of a forking Unix daemon for actix applications: the
+//! actix answer to Perl's POE::Component::Daemon. It detaches from the
+//! terminal, sends output to a log file that it reopens on HUP, runs a
+//! pre-forked pool of worker processes (like Apache's prefork MPM) or forks
+//! one worker per request, keeps a shared-memory scoreboard of what every
+//! worker does, reaps and replaces workers, and shuts everything down
+//! cleanly. It does not listen on sockets: the application does, and tells
+//! the daemon what it is doing.
+//!
+//! ```no_run
+//! use actix::prelude::*;
+//! use actix_daemon::{Daemon, DaemonActor, DaemonSignal, Subscribe, UpdateStatus};
+//!
+//! struct App;
+//! impl Actor for App {
+//!     type Context = Context<Self>;
+//!     fn started(&mut self, ctx: &mut Context<Self>) {
+//!         DaemonActor::from_registry().do_send(Subscribe(ctx.address().recipient()));
+//!     }
+//! }
+//! impl Handler<DaemonSignal> for App {
+//!     type Result = ();
+//!     fn handle(&mut self, signal: DaemonSignal, _: &mut Context<Self>) {
+//!         let daemon = DaemonActor::from_registry();
+//!         match signal {
+//!             // A pre-forked worker is ready: say so, and wait for Accept.
+//!             DaemonSignal::Child(_) => daemon.do_send(UpdateStatus::Wait),
+//!             // Accept one connection, then send Req, serve it, send Done.
+//!             DaemonSignal::Accept => { /* ... */ }
+//!             _ => {}
+//!         }
+//!     }
+//! }
+//!
+//! fn main() -> Result<(), actix_daemon::Error> {
+//!     let daemon = Daemon::builder().start_children(4).requests(1000).build()?;
+//!     // Called once in the supervisor and once in every worker, inside that
+//!     // process's own actix System.
+//!     daemon.run(|_process| {
+//!         App.start();
+//!     })
+//! }
+//! ```
+//!
+//! # Processes
+//!
+//! `run` turns the calling process into the **supervisor**. Before it builds
+//! any runtime it forks a **spawner**: a small single-threaded process with
+//! no runtime, holding the application exactly as it was built. Every
+//! **worker** is forked by the spawner (a double fork, so the supervisor, a
+//! child subreaper, becomes its parent) and builds a fresh actix `System`.
+//! This keeps every process inside what tokio supports: no process that has
+//! used tokio ever forks without exec. See the book's "process model"
+//! chapter.
+//!
+//! # Fork safety
+//!
+//! [`Daemon::run`] forks: to detach (before any runtime), the spawner
+//! (before any runtime), and, from the spawner, every worker. Call it from a
+//! plain `main`, not inside `#[actix_rt::main]` or any tokio runtime, and
+//! before the application starts threads; it checks both and returns
+//! [`Error::InsideRuntime`] or [`Error::Threaded`] instead of forking. What
+//! the application builds before `run` (listening sockets, configuration) is
+//! what every worker inherits.
+//!
+//! # Signals
+//!
+//! | signal | supervisor | worker |
+//! |---|---|---|
+//! | `SIGTERM`, `SIGINT` | graceful shutdown: `Shutdown` to subscribers, TERM to every worker and foreign child, KILL after the shutdown timeout, reap, `run` returns | finish the current request, exit |
+//! | `SIGHUP` | reopen the log file, `Hup` to subscribers, HUP to every worker | reopen the log file, `Hup` to subscribers |
+//! | `SIGUSR2` | the verbose peek report goes to the log | the same |
+//! | `SIGCHLD` | reap every exited child | reap registered foreign children |
+//!
+//! # Features
+//!
+//! No optional features yet. Linux only (`/proc`, `prctl`, child subreaper).
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs, missing_debug_implementations)]
+
+mod config;
+mod daemon;
+mod error;
+mod logging;
+mod messages;
+mod payload;
+mod process;
+mod scoreboard;
+mod signals;
+mod state;
+mod status;
+
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+
+use actix::Actor;
+use actix::registry::SystemRegistry;
+use slog::{Logger, error, o};
+
+pub use crate::config::{Config, DaemonBuilder, Mode, PreFork};
+pub use crate::daemon::DaemonActor;
+pub use crate::error::{Error, Result};
+pub use crate::logging::logger;
+pub use crate::messages::{
+    DaemonSignal, ForeignChild, Peek, Shutdown, Status, Subscribe, Unsubscribe, UpdateStatus,
+};
+pub use crate::payload::{MAX_PAYLOAD_DATA, MAX_PAYLOAD_FDS, Payload};
+pub use crate::process::{EXIT_ORPHAN, EXIT_PANIC, EXIT_RUNTIME};
+pub use crate::scoreboard::{Counters, SlotId, SlotSnapshot};
+pub use crate::state::{ParseSlotStateError, SlotState};
+pub use crate::status::{PeekReport, PoolLimits, Role, StatusReport, SubscriberInfo};
+
+use crate::daemon::{SupervisorSetup, WorkerSetup};
+use crate::process::{ReadyNotifier, Wake, WorkerBoot};
+use crate::scoreboard::Scoreboard;
+
+/// A configured daemon, ready to [`run`](Self::run). Made by
+/// [`Daemon::builder`].
+#[derive(Debug)]
+pub struct Daemon {
+    config: Config,
+}
+
+/// What the application's set-up closure learns about the process it runs in.
+#[derive(Debug, Clone)]
+pub struct Process {
+    role: Role,
+    slot: Option<SlotId>,
+    config: Arc<Config>,
+    logger: Logger,
+}
+
+impl Process {
+    /// Supervisor or worker.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    /// Whether this is the supervisor (the seed's parent).
+    pub fn is_supervisor(&self) -> bool {
+        self.role == Role::Supervisor
+    }
+    /// Whether this is a worker (the seed's child).
+    pub fn is_worker(&self) -> bool {
+        self.role == Role::Worker
+    }
+    /// The worker's scoreboard slot.
+    pub fn slot(&self) -> Option<SlotId> {
+        self.slot
+    }
+    /// The daemon's configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    /// This process's logger (also [`logger()`]).
+    pub fn logger(&self) -> &Logger {
+        &self.logger
+    }
+}
+
+impl Daemon {
+    /// Starts configuring a daemon.
+    pub fn builder() -> DaemonBuilder {
+        DaemonBuilder::default()
+    }
+
+    pub(crate) fn new(config: Config) -> Daemon {
+        Daemon { config }
+    }
+
+    /// The validated configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Runs the daemon: checks the process, opens the log file, detaches (if
+    /// asked), forks the spawner (if the mode has workers), then runs the
+    /// supervisor's actix `System` until shutdown.
+    ///
+    /// `init` is called once in the supervisor and once in every worker,
+    /// inside that process's own `System`, after `DaemonActor` is in the
+    /// registry: start the application's actors there. Each process calls
+    /// its own copy of `init`, with what was captured before `run` (a
+    /// listening socket, say) inherited across the fork.
+    ///
+    /// This function forks; see the crate's "Fork safety" section.
+    ///
+    /// # Errors
+    ///
+    /// Before anything forks: [`Error::InsideRuntime`], [`Error::Threaded`],
+    /// [`Error::OpenLogfile`]. Later: [`Error::Sys`] for a failed system call
+    /// while setting up, [`Error::SpawnerDied`] if the spawner died (after a
+    /// clean shutdown of everything else). A detached daemon's launching
+    /// process never returns: it exits 0 once the daemon is ready (the
+    /// initial pool waits for requests), or prints the start-up error and
+    /// exits 1.
+    pub fn run<F>(self, init: F) -> Result<()>
+    where
+        F: FnOnce(&Process) + 'static,
+    {
+        process::check_preconditions()?;
+        let log_file = self
+            .config
+            .logfile()
+            .map(process::open_logfile)
+            .transpose()?;
+        let config = Arc::new(self.config);
+        let notifier = if config.detach() {
+            Some(process::detach(&config)?)
+        } else {
+            None
+        };
+        let mut notifier = notifier;
+        let result = run_supervisor(&config, log_file, &mut notifier, init);
+        if let (Err(err), Some(n)) = (&result, notifier.as_mut()) {
+            n.failed(&err.to_string());
+        }
+        result
+    }
+}
+
+fn run_supervisor<F>(
+    config: &Arc<Config>,
+    log_file: Option<std::fs::File>,
+    notifier: &mut Option<ReadyNotifier>,
+    init: F,
+) -> Result<()>
+where
+    F: FnOnce(&Process) + 'static,
+{
+    if let Some(file) = &log_file {
+        process::redirect_output(file)
+            .map_err(|err| Error::sys("redirect output to log file", err))?;
+    }
+    drop(log_file);
+    let mode = config.mode().clone();
+    let supervisor = std::process::id();
+    let (board, wake, spawner, init) = if mode.has_workers() {
+        let board = Scoreboard::new(mode.max_children())?;
+        let wake = Arc::new(Wake::new()?);
+        process::become_subreaper()?;
+        let boot = WorkerBoot {
+            config: config.clone(),
+            board: board.clone(),
+            wake: wake.clone(),
+            supervisor: supervisor as i32,
+        };
+        // The spawner must not hold the readiness pipe, or the launching
+        // process would not see the supervisor die.
+        let close = notifier.as_ref().and_then(ReadyNotifier::raw_fd);
+        let (link, init) = process::start_spawner(boot, close, worker_main::<F>, init)?;
+        (Some(board), Some(wake), Some(link), init)
+    } else {
+        (None, None, None, init)
+    };
+    process::watch_forks();
+    let (log, guard) = logging::init(config, o!("pid" => supervisor, "role" => "supervisor"));
+    let outcome = Arc::new(Mutex::new(None));
+    let setup = SupervisorSetup {
+        config: config.clone(),
+        log: log.clone(),
+        board,
+        wake,
+        spawner,
+        notifier: notifier.take(),
+        outcome: outcome.clone(),
+    };
+    let process = Process {
+        role: Role::Supervisor,
+        slot: None,
+        config: config.clone(),
+        logger: log.clone(),
+    };
+    let system = actix_rt::System::new();
+    system.block_on(async move {
+        SystemRegistry::set(DaemonActor::supervisor(setup).start());
+        init(&process);
+    });
+    let code = system.run_with_code();
+    drop(log);
+    drop(guard);
+    if let Some(err) = outcome.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return Err(err);
+    }
+    match code {
+        Ok(_) => Ok(()),
+        Err(err) => Err(Error::sys("supervisor runtime", err)),
+    }
+}
+
+/// A worker's life after its process is set up (see `process::worker_process`).
+fn worker_main<F>(boot: &WorkerBoot, slot: SlotId, payload: Option<Payload>, init: F) -> i32
+where
+    F: FnOnce(&Process) + 'static,
+{
+    let pid = std::process::id();
+    boot.board.set_pid(slot, pid as i32);
+    boot.board.set_state(slot, SlotState::Starting);
+    // A panic anywhere in a worker (tokio would otherwise swallow a panic in
+    // an actor and leave the worker half alive) ends the worker with
+    // EXIT_PANIC; the supervisor reaps and replaces it.
+    std::panic::set_hook(Box::new(move |info| {
+        eprintln!("worker {pid} panicked: {info}");
+        // SAFETY: ends the process at once; nothing after the panic can be
+        // trusted to run cleanly.
+        unsafe { libc::_exit(EXIT_PANIC) }
+    }));
+    let (log, guard) = logging::init(
+        &boot.config,
+        o!("pid" => pid, "role" => "worker", "slot" => slot),
+    );
+    let process = Process {
+        role: Role::Worker,
+        slot: Some(slot),
+        config: boot.config.clone(),
+        logger: log.clone(),
+    };
+    let setup = WorkerSetup {
+        config: boot.config.clone(),
+        log: log.clone(),
+        board: boot.board.clone(),
+        wake: boot.wake.clone(),
+        slot,
+        supervisor_pid: boot.supervisor as u32,
+        payload,
+    };
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let system = actix_rt::System::new();
+        system.block_on(async move {
+            SystemRegistry::set(DaemonActor::worker(setup).start());
+            init(&process);
+        });
+        system.run_with_code()
+    }));
+    let code = match result {
+        Ok(Ok(code)) => code,
+        Ok(Err(err)) => {
+            error!(log, "worker runtime failed"; "error" => %err);
+            EXIT_RUNTIME
+        }
+        Err(_) => EXIT_PANIC,
+    };
+    boot.board.set_state(slot, SlotState::Exit);
+    drop(log);
+    drop(guard);
+    code
+}

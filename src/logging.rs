@@ -1,0 +1,49 @@
+//! Each process builds its own logger after it comes into being: an async
+//! drain (slog-async, blocking when full so that no line is dropped) in the
+//! supervisor and workers, a synchronous one in the spawner. Every drain
+//! writes whole records to stderr, which is the log file once redirected, so
+//! reopening the log file on HUP moves every later line to the new file.
+
+use std::sync::RwLock;
+
+use slog::{Drain, Logger, o};
+
+use crate::config::Config;
+
+static CURRENT: RwLock<Option<Logger>> = RwLock::new(None);
+
+/// This process's logger, as the daemon built it (a discarding logger
+/// outside a daemon). Records carry `pid` and `role` (and `slot` in workers).
+pub fn logger() -> Logger {
+    CURRENT
+        .read()
+        .ok()
+        .and_then(|l| l.clone())
+        .unwrap_or_else(|| Logger::root(slog::Discard, o!()))
+}
+
+/// Builds this process's async logger and makes it [`logger`]'s answer.
+/// Dropping the guard flushes every queued record.
+pub(crate) fn init(
+    config: &Config,
+    values: slog::OwnedKV<impl slog::SendSyncRefUnwindSafeKV + 'static>,
+) -> (Logger, slog_async::AsyncGuard) {
+    let decorator = slog_term::PlainSyncDecorator::new(std::io::stderr());
+    let drain = slog_term::FullFormat::new(decorator).build().fuse();
+    let (drain, guard) = slog_async::Async::new(drain)
+        .chan_size(4096)
+        .overflow_strategy(slog_async::OverflowStrategy::Block)
+        .thread_name("actix-daemon-log".into())
+        .build_with_guard();
+    let level = if config.verbose() {
+        slog::Level::Debug
+    } else {
+        slog::Level::Info
+    };
+    let drain = slog::LevelFilter::new(drain.fuse(), level).fuse();
+    let log = Logger::root(drain, values);
+    if let Ok(mut current) = CURRENT.write() {
+        *current = Some(log.clone());
+    }
+    (log, guard)
+}

@@ -1,0 +1,425 @@
+//! The scoreboard: one shared anonymous mapping, made before the first fork,
+//! that every process of the daemon sees at the same address.
+//!
+//! # Layout
+//!
+//! A [`Header`] (pool counters and the shutdown flag), then one 64-byte
+//! [`SlotCell`] per possible worker (`max_children` of them). Everything in
+//! the mapping is an atomic integer: no pointer, no lock, nothing whose
+//! validity depends on the process that wrote it.
+//!
+//! # Who writes what
+//!
+//! - The supervisor allocates a slot (`' '` to `F`), records the worker's pid
+//!   once the spawner reports it, frees the slot after reaping the worker,
+//!   and keeps the header's counters.
+//! - A worker writes only its own slot: its pid and state (`f`, `.`, `w`,
+//!   `r`, `l`, `e`) and its request count.
+//! - A worker that crashes leaves its slot as it was; the supervisor frees
+//!   it when it reaps the process, so a crashed worker never leaks a slot.
+//!
+//! # Atomic ordering
+//!
+//! A state store is `Release` and a state load `Acquire`, so a reader that
+//! sees a state also sees the pid, request count and time written before it.
+//! The counters are statistics and use `Relaxed`.
+
+use std::num::NonZeroUsize;
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, AtomicU8, AtomicU32, AtomicU64, Ordering};
+
+use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous, munmap};
+use nix::time::{ClockId, clock_gettime};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::state::SlotState;
+
+const MAGIC: u64 = 0x6163_7469_785f_6462; // "actix_db"
+
+/// Pool-wide counters, kept in shared memory so that any process can report
+/// them and they survive worker recycling.
+#[repr(C)]
+struct Header {
+    magic: u64,
+    slots: u64,
+    shutdown: AtomicU32,
+    _pad: u32,
+    spawned: AtomicU64,
+    exited: AtomicU64,
+    retired: AtomicU64,
+    killed: AtomicU64,
+    fork_failed: AtomicU64,
+    requests: AtomicU64,
+}
+
+/// One worker's slot. 64 bytes and aligned to a cache line, so that workers
+/// writing their own slots never contend.
+#[repr(C, align(64))]
+struct SlotCell {
+    state: AtomicU8,
+    _pad: [u8; 3],
+    pid: AtomicI32,
+    requests: AtomicU64,
+    changed_ms: AtomicU64,
+    generation: AtomicU32,
+}
+
+const _: () = assert!(std::mem::size_of::<SlotCell>() == 64);
+const HEADER_SPACE: usize = 128;
+const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_SPACE);
+
+/// The index of a scoreboard slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct SlotId(pub usize);
+
+impl std::fmt::Display for SlotId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl slog::Value for SlotId {
+    fn serialize(
+        &self,
+        _record: &slog::Record<'_>,
+        key: slog::Key,
+        serializer: &mut dyn slog::Serializer,
+    ) -> slog::Result {
+        serializer.emit_usize(key, self.0)
+    }
+}
+
+/// What a slot held when it was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SlotSnapshot {
+    /// The slot's index.
+    pub slot: SlotId,
+    /// Its state.
+    pub state: SlotState,
+    /// The worker's pid (0 while none is known).
+    pub pid: i32,
+    /// Requests this worker has served.
+    pub requests: u64,
+    /// Milliseconds since the last state change.
+    pub in_state_ms: u64,
+}
+
+/// The pool's counters, read from the scoreboard.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    /// Workers forked since start.
+    pub spawned: u64,
+    /// Workers reaped since start.
+    pub exited: u64,
+    /// Workers retired: served their `requests`, or surplus spares.
+    pub retired: u64,
+    /// Workers killed (SIGKILL at shutdown).
+    pub killed: u64,
+    /// Forks that failed and were retried.
+    pub fork_failed: u64,
+    /// Requests served by all workers.
+    pub requests: u64,
+}
+
+struct Mapping {
+    base: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping holds only atomics, which are safe to share between
+// threads; the pointer itself is never written after creation.
+unsafe impl Send for Mapping {}
+// SAFETY: as above: every access goes through atomic operations.
+unsafe impl Sync for Mapping {}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `base` and `len` are exactly what mmap returned, and no
+        // reference into the mapping outlives `Mapping` (every accessor
+        // borrows `self`). Unmapping affects only this process.
+        let _ = unsafe { munmap(self.base.cast(), self.len) };
+    }
+}
+
+/// The shared scoreboard. Cloning is cheap and refers to the same mapping.
+#[derive(Clone)]
+pub struct Scoreboard {
+    map: Arc<Mapping>,
+    slots: usize,
+}
+
+impl std::fmt::Debug for Scoreboard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scoreboard")
+            .field("slots", &self.slots)
+            .finish()
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    clock_gettime(ClockId::CLOCK_MONOTONIC)
+        .map(|ts| ts.tv_sec() as u64 * 1000 + ts.tv_nsec() as u64 / 1_000_000)
+        .unwrap_or(0)
+}
+
+impl Scoreboard {
+    /// Maps a scoreboard of `slots` slots, all empty.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Sys`] if the mapping cannot be made.
+    pub(crate) fn new(slots: usize) -> Result<Scoreboard> {
+        let len = HEADER_SPACE + slots.max(1) * std::mem::size_of::<SlotCell>();
+        let size = NonZeroUsize::new(len).expect("len is never zero");
+        // SAFETY: an anonymous mapping aliases no existing memory; the kernel
+        // zero-fills it, and all-zero bytes are a valid `Header` and valid
+        // `SlotCell`s (every field is an integer or atomic integer, zero is
+        // `SlotState::Empty`). The mapping is page aligned, which satisfies
+        // the 64-byte alignment of `SlotCell` at offset `HEADER_SPACE`.
+        let base = unsafe {
+            mmap_anonymous(
+                None,
+                size,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+            )
+        }
+        .map_err(|err| Error::sys("mmap scoreboard", err))?;
+        let board = Scoreboard {
+            map: Arc::new(Mapping {
+                base: base.cast(),
+                len,
+            }),
+            slots,
+        };
+        // SAFETY: nothing else has seen the mapping yet; these are plain
+        // initialising writes to memory we own exclusively.
+        unsafe {
+            let header = board.map.base.as_ptr().cast::<Header>();
+            (*header).magic = MAGIC;
+            (*header).slots = slots as u64;
+        }
+        Ok(board)
+    }
+
+    fn header(&self) -> &Header {
+        // SAFETY: the header lies at the start of a live mapping of at least
+        // `HEADER_SPACE` bytes, is valid for any bit pattern, and is shared
+        // only through atomics (`magic` and `slots` are written once before
+        // any other process exists).
+        unsafe { &*self.map.base.as_ptr().cast::<Header>() }
+    }
+
+    fn cell(&self, slot: SlotId) -> &SlotCell {
+        assert!(slot.0 < self.slots, "slot {slot} out of range");
+        // SAFETY: `slot` is in range (asserted above), so the cell lies inside
+        // the live mapping, aligned to 64 bytes; it holds only atomics.
+        unsafe {
+            &*self
+                .map
+                .base
+                .as_ptr()
+                .add(HEADER_SPACE)
+                .cast::<SlotCell>()
+                .add(slot.0)
+        }
+    }
+
+    /// How many slots there are (`max_children`).
+    pub fn len(&self) -> usize {
+        self.slots
+    }
+
+    /// A slot's state.
+    pub fn state(&self, slot: SlotId) -> SlotState {
+        SlotState::from_u8(self.cell(slot).state.load(Ordering::Acquire))
+            .unwrap_or(SlotState::Empty)
+    }
+
+    /// A slot's pid (0 while none is known).
+    #[cfg(test)]
+    pub fn pid(&self, slot: SlotId) -> i32 {
+        self.cell(slot).pid.load(Ordering::Acquire)
+    }
+
+    /// Requests served by the worker in `slot`.
+    #[cfg(test)]
+    pub fn requests(&self, slot: SlotId) -> u64 {
+        self.cell(slot).requests.load(Ordering::Relaxed)
+    }
+
+    /// Sets a slot's state and the time of the change.
+    pub(crate) fn set_state(&self, slot: SlotId, state: SlotState) {
+        let cell = self.cell(slot);
+        cell.changed_ms.store(now_ms(), Ordering::Relaxed);
+        cell.state.store(state as u8, Ordering::Release);
+    }
+
+    pub(crate) fn set_pid(&self, slot: SlotId, pid: i32) {
+        self.cell(slot).pid.store(pid, Ordering::Release);
+    }
+
+    /// Counts one request served in `slot` and in the pool.
+    pub(crate) fn count_request(&self, slot: SlotId) -> u64 {
+        self.header().requests.fetch_add(1, Ordering::Relaxed);
+        self.cell(slot).requests.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Supervisor: takes the first empty slot and marks it `F`.
+    pub(crate) fn allocate(&self) -> Option<SlotId> {
+        (0..self.slots).map(SlotId).find(|&slot| {
+            let cell = self.cell(slot);
+            if cell.state.load(Ordering::Acquire) != SlotState::Empty as u8 {
+                return false;
+            }
+            cell.pid.store(0, Ordering::Relaxed);
+            cell.requests.store(0, Ordering::Relaxed);
+            cell.generation.fetch_add(1, Ordering::Relaxed);
+            self.set_state(slot, SlotState::Forking);
+            true
+        })
+    }
+
+    /// Supervisor: frees a slot after its worker was reaped.
+    pub(crate) fn free(&self, slot: SlotId) {
+        let cell = self.cell(slot);
+        cell.pid.store(0, Ordering::Relaxed);
+        self.set_state(slot, SlotState::Empty);
+    }
+
+    /// Reads one slot.
+    pub fn snapshot(&self, slot: SlotId) -> SlotSnapshot {
+        let cell = self.cell(slot);
+        let state = self.state(slot);
+        SlotSnapshot {
+            slot,
+            state,
+            pid: cell.pid.load(Ordering::Relaxed),
+            requests: cell.requests.load(Ordering::Relaxed),
+            in_state_ms: now_ms().saturating_sub(cell.changed_ms.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// Reads every slot.
+    pub fn snapshots(&self) -> Vec<SlotSnapshot> {
+        (0..self.slots).map(|i| self.snapshot(SlotId(i))).collect()
+    }
+
+    /// How many slots are in each state, indexed by `SlotState as usize`.
+    pub(crate) fn tally(&self) -> [usize; 8] {
+        let mut tally = [0; 8];
+        for i in 0..self.slots {
+            tally[self.state(SlotId(i)) as usize] += 1;
+        }
+        tally
+    }
+
+    /// The pool's counters.
+    pub fn counters(&self) -> Counters {
+        let h = self.header();
+        Counters {
+            spawned: h.spawned.load(Ordering::Relaxed),
+            exited: h.exited.load(Ordering::Relaxed),
+            retired: h.retired.load(Ordering::Relaxed),
+            killed: h.killed.load(Ordering::Relaxed),
+            fork_failed: h.fork_failed.load(Ordering::Relaxed),
+            requests: h.requests.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn count(&self, counter: Counter) {
+        let h = self.header();
+        let c = match counter {
+            Counter::Spawned => &h.spawned,
+            Counter::Exited => &h.exited,
+            Counter::Retired => &h.retired,
+            Counter::Killed => &h.killed,
+            Counter::ForkFailed => &h.fork_failed,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Supervisor: tells workers that start from now on to exit at once.
+    pub(crate) fn set_shutdown(&self) {
+        self.header().shutdown.store(1, Ordering::Release);
+    }
+
+    pub(crate) fn is_shutdown(&self) -> bool {
+        self.header().shutdown.load(Ordering::Acquire) != 0
+    }
+
+    /// The `Slots [ ... ]` line of the status report.
+    pub fn slots_line(&self) -> String {
+        let mut line = String::with_capacity(8 + 2 * self.slots);
+        line.push_str("Slots [");
+        for i in 0..self.slots {
+            line.push(' ');
+            line.push(self.state(SlotId(i)).letter());
+        }
+        line.push_str(" ]");
+        line
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Counter {
+    Spawned,
+    Exited,
+    Retired,
+    Killed,
+    ForkFailed,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allocate_free_and_states() {
+        let board = Scoreboard::new(3).unwrap();
+        assert_eq!(board.slots_line(), "Slots [       ]");
+        let a = board.allocate().unwrap();
+        let b = board.allocate().unwrap();
+        assert_eq!((a, b), (SlotId(0), SlotId(1)));
+        board.set_pid(a, 42);
+        board.set_state(a, SlotState::Req);
+        board.set_state(b, SlotState::Wait);
+        assert_eq!(board.slots_line(), "Slots [ r w   ]");
+        assert_eq!(board.count_request(a), 1);
+        assert_eq!(board.snapshot(a).pid, 42);
+        board.free(a);
+        assert_eq!(board.state(a), SlotState::Empty);
+        assert_eq!(board.pid(a), 0);
+        let c = board.allocate().unwrap();
+        assert_eq!(c, a, "a freed slot is reused");
+        assert_eq!(
+            board.requests(c),
+            0,
+            "a reused slot starts at zero requests"
+        );
+        board.allocate().unwrap();
+        assert_eq!(board.allocate(), None, "full");
+        let tally = board.tally();
+        assert_eq!(tally[SlotState::Forking as usize], 2);
+        assert_eq!(tally[SlotState::Wait as usize], 1);
+        assert_eq!(board.counters().requests, 1);
+    }
+
+    #[test]
+    fn shared_across_fork() {
+        // The mapping must be shared, not copied, across fork. The child
+        // does nothing but atomic stores and _exit (async-signal-safe).
+        let board = Scoreboard::new(2).unwrap();
+        let slot = board.allocate().unwrap();
+        let pid = crate::process::test_fork(|| {
+            board.set_pid(slot, 7);
+            board.set_state(slot, SlotState::Long);
+        });
+        assert!(pid > 0);
+        assert_eq!(board.state(slot), SlotState::Long);
+        assert_eq!(board.pid(slot), 7);
+    }
+}
