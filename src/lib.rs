@@ -83,6 +83,8 @@
 
 mod config;
 mod daemon;
+#[cfg(doctest)]
+mod doctests;
 mod error;
 mod logging;
 mod messages;

@@ -1,0 +1,1 @@
+//! Compiles the code of the README and the book as doctests.
