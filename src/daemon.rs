@@ -476,6 +476,9 @@ impl Core {
                 }
                 self.broadcast(DaemonSignal::Hup);
                 if let Kind::Supervisor(s) = &self.kind {
+                    if let Some(sock) = &s.spawner {
+                        let _ = process::request_reopen(sock.as_raw_fd());
+                    }
                     for &pid in s.workers.keys() {
                         process::send_signal(pid, Signal::SIGHUP);
                     }
@@ -951,7 +954,20 @@ impl Core {
             return;
         }
         let tally = board.tally();
-        let idle = tally[SlotState::FirstWait as usize] + tally[SlotState::Wait as usize];
+        // Spares already told to retire are not spares any more, even
+        // before they have marked themselves exiting.
+        let retiring = &self.sup().retiring;
+        let retiring_idle = if retiring.is_empty() {
+            0
+        } else {
+            board
+                .snapshots()
+                .iter()
+                .filter(|s| s.state.is_idle() && retiring.contains(&s.pid))
+                .count()
+        };
+        let idle =
+            tally[SlotState::FirstWait as usize] + tally[SlotState::Wait as usize] - retiring_idle;
         let starting = tally[SlotState::Forking as usize] + tally[SlotState::Starting as usize];
         let busy = tally[SlotState::Req as usize] + tally[SlotState::Long as usize];
         let used = board.len() - tally[SlotState::Empty as usize];
@@ -966,7 +982,9 @@ impl Core {
                     break;
                 }
             }
-        } else if idle > pool.max_spare {
+        } else if idle > pool.max_spare && self.life.parent {
+            // Surplus spares are retired only once the initial children are
+            // up, so that start_children above max_spare still gets ready.
             let retiring = &self.sup().retiring;
             let surplus = idle - pool.max_spare;
             let victims: Vec<(i32, SlotId)> = board

@@ -298,6 +298,11 @@ where
     F: FnOnce(&Process) + 'static,
 {
     let pid = std::process::id();
+    // The log file may have been renamed and reopened (HUP) since the
+    // spawner last reopened it: start on the current one.
+    if let Some(path) = boot.config.logfile() {
+        let _ = process::reopen_logfile(path);
+    }
     boot.board.set_pid(slot, pid as i32);
     boot.board.set_state(slot, SlotState::Starting);
     // A panic anywhere in a worker (tokio would otherwise swallow a panic in

@@ -374,6 +374,7 @@ pub(crate) fn watch<T: AsRawFd>(fd: Arc<T>) -> io::Result<tokio::io::unix::Async
 // The spawner protocol.
 
 const REQUEST: u8 = b'S';
+const REOPEN: u8 = b'H';
 const SPAWNED: u8 = b'P';
 const FAILED: u8 = b'E';
 const REPLY_LEN: usize = 17;
@@ -444,6 +445,19 @@ pub(crate) fn request_spawn(
         sock,
         &iov,
         cmsgs,
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        None,
+    )
+    .map(drop)
+}
+
+/// Supervisor: asks the spawner to reopen the log file (on HUP), so that
+/// workers forked from now on start on the new file.
+pub(crate) fn request_reopen(sock: RawFd) -> nix::Result<()> {
+    sendmsg::<()>(
+        sock,
+        &[IoSlice::new(&[REOPEN])],
+        &[],
         MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
         None,
     )
@@ -609,6 +623,14 @@ fn spawner_main<F: FnOnce(&crate::Process)>(
                 }
             }
         };
+        if len == 1 && data[0] == REOPEN {
+            if let Some(path) = boot.config.logfile()
+                && let Err(err) = reopen_logfile(path)
+            {
+                slog::error!(log, "cannot reopen log file"; "error" => %err);
+            }
+            continue;
+        }
         if len < REQUEST_HEADER || data[0] != REQUEST {
             slog::error!(log, "malformed spawn request"; "bytes" => len);
             continue;
