@@ -319,12 +319,16 @@ impl Core {
                 requests: p.requests.map(|n| n.get()),
             }),
         };
-        let (queued, paused, slot) = match &self.kind {
-            Kind::Supervisor(s) if matches!(mode, Mode::ForkPerRequest { .. }) => {
-                (Some(s.queue.len()), Some(s.paused), None)
+        let slot = match &self.kind {
+            Kind::Supervisor(_) => None,
+            Kind::Worker(w) => Some(w.slot.0),
+        };
+        let (queued, paused) = match (&self.board, mode) {
+            (Some(board), Mode::ForkPerRequest { .. }) => {
+                let (queued, paused) = board.queue();
+                (Some(queued), Some(paused))
             }
-            Kind::Supervisor(_) => (None, None, None),
-            Kind::Worker(w) => (None, None, Some(w.slot.0)),
+            _ => (None, None),
         };
         StatusReport {
             alias: self.config.alias().to_owned(),
@@ -810,7 +814,6 @@ impl Core {
                 s.retry_delay = RETRY_MIN;
                 if let Some(board) = &board {
                     board.set_pid(slot, pid);
-                    board.count(Counter::Spawned);
                 }
                 debug!(self.log, "worker forked"; "slot" => slot, "worker" => pid);
                 let s = self.sup();
@@ -841,7 +844,7 @@ impl Core {
                 if !self.shutting_down {
                     error!(
                         self.log,
-                        "the spawner closed its socket: no worker can be forked"
+                        "the spawner died: no worker can be forked, shutting down"
                     );
                     let pid = self.sup().spawner_pid.unwrap_or(0);
                     self.fail(Error::SpawnerDied {
@@ -1034,6 +1037,7 @@ impl Core {
         let full = board.len() - board.tally()[SlotState::Empty as usize] >= max_children;
         let s = self.sup();
         let waiting = !s.queue.is_empty();
+        board.set_queue(s.queue.len(), full || waiting);
         if (full || waiting) && !s.paused {
             s.paused = true;
             debug!(self.log, "pausing the acceptor: max_children reached");

@@ -117,7 +117,7 @@ pub use crate::status::{PeekReport, PoolLimits, Role, StatusReport, SubscriberIn
 
 use crate::daemon::{SupervisorSetup, WorkerSetup};
 use crate::process::{ReadyNotifier, Wake, WorkerBoot};
-use crate::scoreboard::Scoreboard;
+use crate::scoreboard::{Counter, Scoreboard};
 
 /// A configured daemon, ready to [`run`](Self::run). Made by
 /// [`Daemon::builder`].
@@ -304,6 +304,7 @@ where
         let _ = process::reopen_logfile(path);
     }
     boot.board.set_pid(slot, pid as i32);
+    boot.board.count(Counter::Spawned);
     boot.board.set_state(slot, SlotState::Starting);
     // A panic anywhere in a worker (tokio would otherwise swallow a panic in
     // an actor and leave the worker half alive) ends the worker with

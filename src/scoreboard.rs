@@ -52,6 +52,8 @@ struct Header {
     killed: AtomicU64,
     fork_failed: AtomicU64,
     requests: AtomicU64,
+    queued: AtomicU64,
+    paused: AtomicU32,
 }
 
 /// One worker's slot. 64 bytes and aligned to a cache line, so that workers
@@ -110,7 +112,7 @@ pub struct SlotSnapshot {
 /// The pool's counters, read from the scoreboard.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Counters {
-    /// Workers forked since start.
+    /// Workers started since start (counted by each worker as it starts).
     pub spawned: u64,
     /// Workers reaped since start.
     pub exited: u64,
@@ -340,6 +342,23 @@ impl Scoreboard {
             Counter::ForkFailed => &h.fork_failed,
         };
         c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Supervisor: publishes the fork-per-request queue and pause state, so
+    /// that any process can report them.
+    pub(crate) fn set_queue(&self, queued: usize, paused: bool) {
+        let h = self.header();
+        h.queued.store(queued as u64, Ordering::Relaxed);
+        h.paused.store(u32::from(paused), Ordering::Relaxed);
+    }
+
+    /// The fork-per-request queue length and pause state.
+    pub(crate) fn queue(&self) -> (usize, bool) {
+        let h = self.header();
+        (
+            h.queued.load(Ordering::Relaxed) as usize,
+            h.paused.load(Ordering::Relaxed) != 0,
+        )
     }
 
     /// Supervisor: tells workers that start from now on to exit at once.

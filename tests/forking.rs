@@ -1,0 +1,152 @@
+//! The seed's forking example (one worker per connection), as its own tests
+//! check it, and more.
+
+mod support;
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use nix::sys::wait::WaitStatus;
+use support::{DEADLINE, Daemon, exists, wait_until};
+
+#[test]
+fn each_connection_gets_its_own_worker() {
+    let d = Daemon::start("forking", &[]);
+    let mut a = d.conn();
+    let mut b = d.conn();
+    let pid_a = a.cmd("PID");
+    assert_eq!(a.cmd("PID"), pid_a);
+    let pid_b = b.cmd("PID");
+    assert_ne!(pid_a, pid_b);
+    assert_ne!(pid_a, d.supervisor.to_string(), "served by a worker");
+    assert_eq!(a.cmd("PARENT"), d.supervisor.to_string());
+    let status = a.report("STATUS");
+    assert_eq!(status[1], "    Forking server, we are a child");
+    a.done();
+    b.done();
+    let pid_a: i32 = pid_a.parse().unwrap();
+    assert!(
+        wait_until(DEADLINE, || !exists(pid_a)),
+        "a worker exits after DONE, and is reaped\n{}",
+        d.report()
+    );
+}
+
+#[test]
+fn at_most_three_workers_and_a_waiting_connection_is_served_when_one_ends() {
+    let d = Daemon::start("forking", &[]);
+    let mut conns: Vec<_> = (0..3).map(|_| d.conn()).collect();
+    for c in &mut conns {
+        assert_eq!(c.cmd("PING"), "PONG");
+    }
+    let mut fourth = d.conn();
+    fourth.send("PING");
+    fourth.set_timeout(Duration::from_millis(700));
+    assert!(
+        fourth.line().is_err(),
+        "a fourth connection was served while three workers ran"
+    );
+    assert_eq!(d.workers().len(), 3, "{}", d.report());
+    let status = conns[0].report("STATUS");
+    let slots = status.iter().find(|l| l.contains("Slots [")).unwrap();
+    assert_eq!(slots.trim(), "Slots [ r r r ]");
+    assert!(
+        status
+            .iter()
+            .any(|l| l.contains("accepting paused") || l.contains("Queued")),
+        "{status:#?}"
+    );
+    conns.pop().unwrap().done();
+    fourth.set_timeout(DEADLINE);
+    assert_eq!(fourth.line().expect("served once a worker ended"), "PONG");
+    fourth.done();
+    for c in conns {
+        c.done();
+    }
+}
+
+#[test]
+fn sigterm_ends_every_process_with_no_zombie() {
+    let d = Daemon::start("forking", &[]);
+    let mut busy = d.conn();
+    assert_eq!(busy.cmd("PING"), "PONG");
+    let all = d.pids();
+    assert_eq!(all.len(), 3, "supervisor, spawner, one worker: {all:?}");
+    d.signal(Signal::SIGTERM);
+    assert_eq!(busy.cmd("PING"), "PONG", "the request in progress finishes");
+    busy.done();
+    match d.wait_exit() {
+        WaitStatus::Exited(_, 0) => {}
+        other => panic!("supervisor ended with {other:?}\n{}", d.report()),
+    }
+    for pid in all {
+        assert!(!exists(pid), "{pid} outlived the supervisor");
+    }
+}
+
+#[test]
+fn shutdown_kills_a_worker_that_overstays_the_timeout() {
+    let d = Daemon::start("forking", &["--shutdown-timeout", "1"]);
+    let mut busy = d.conn();
+    assert_eq!(busy.cmd("PING"), "PONG");
+    let worker: i32 = busy.cmd("PID").parse().unwrap();
+    d.signal(Signal::SIGTERM);
+    // The client never says DONE: the worker is killed after 1 s.
+    match d.wait_exit() {
+        WaitStatus::Exited(_, 0) => {}
+        other => panic!("supervisor ended with {other:?}\n{}", d.report()),
+    }
+    assert!(!exists(worker));
+    assert!(
+        d.log_text().contains("killing what is left"),
+        "{}",
+        d.report()
+    );
+}
+
+#[test]
+fn no_descriptor_or_memory_growth_in_the_supervisor_over_1000_workers() {
+    let d = Daemon::start("forking", &[]);
+    let port = d.port;
+    let run = |n: usize| {
+        let clients: Vec<_> = (0..3)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    for _ in 0..n {
+                        let mut c = support::Conn::open(port);
+                        assert_eq!(c.cmd("PING"), "PONG");
+                        c.done();
+                    }
+                })
+            })
+            .collect();
+        for c in clients {
+            c.join().expect("client");
+        }
+    };
+    let settled = |d: &Daemon| {
+        assert!(
+            wait_until(DEADLINE, || d.workers().is_empty()),
+            "workers left\n{}",
+            d.report()
+        );
+    };
+    run(34);
+    settled(&d);
+    let fds = support::fd_targets(d.supervisor).len();
+    let rss = support::rss_kib(d.supervisor);
+    run(334);
+    settled(&d);
+    let fds_after = support::fd_targets(d.supervisor).len();
+    let rss_after = support::rss_kib(d.supervisor);
+    assert_eq!(fds, fds_after, "descriptors leaked over 1,002 workers");
+    assert!(
+        rss_after <= rss + 1024,
+        "supervisor RSS grew from {rss} KiB to {rss_after} KiB over 1,002 workers"
+    );
+    let mut c = d.conn();
+    let status = c.report("STATUS");
+    c.done();
+    let counters = status.iter().find(|l| l.contains("Requests")).unwrap();
+    assert!(counters.contains("spawned 1105"), "{counters}");
+}
