@@ -85,6 +85,11 @@ mod config;
 mod daemon;
 #[cfg(doctest)]
 mod doctests;
+
+/// The README's code, compiled as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 mod error;
 mod logging;
 mod messages;
