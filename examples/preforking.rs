@@ -21,7 +21,8 @@
 //! Flags after the port: `--foreground`, `--logfile PATH`,
 //! `--start-children N`, `--min-spare N`, `--max-spare N`, `--max-children
 //! N`, `--requests N` (0: unlimited), `--babysit SECS`, `--shutdown-timeout
-//! SECS`. A bad flag or value prints an error and exits with status 2 before
+//! SECS`, `--workdir DIR` (of the detached daemon), `--ignore-pause` (fork per
+//! request: keep accepting at max_children, to exercise the daemon's queue). A bad flag or value prints an error and exits with status 2 before
 //! anything starts.
 //!
 //! Stdout protocol: exactly one line `PORT=<n>` once the listener is bound,

@@ -861,7 +861,7 @@ impl Core {
     fn fail(&mut self, err: Error) {
         let s = self.sup();
         if let Some(mut n) = s.notifier.take() {
-            n.failed(&err.to_string());
+            n.failed(&process::error_chain(&err));
         }
         let mut outcome = s.outcome.lock().unwrap_or_else(|p| p.into_inner());
         outcome.get_or_insert(err);

@@ -1,1 +1,21 @@
 //! Compiles the code of the README and the book as doctests.
+
+/// The book's "Quick start" chapter.
+#[doc = include_str!("../book/src/quick-start.md")]
+pub struct QuickStart;
+
+/// The book's "Pre-forking" chapter.
+#[doc = include_str!("../book/src/pre-forking.md")]
+pub struct PreForking;
+
+/// The book's "Fork per request" chapter.
+#[doc = include_str!("../book/src/fork-per-request.md")]
+pub struct ForkPerRequest;
+
+/// The book's "Status and peek" chapter.
+#[doc = include_str!("../book/src/status-and-peek.md")]
+pub struct StatusAndPeek;
+
+/// The book's "Coming from POE::Component::Daemon" chapter.
+#[doc = include_str!("../book/src/coming-from-poe.md")]
+pub struct ComingFromPoe;

@@ -54,6 +54,15 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The working directory of a detached daemon is not a usable directory.
+    #[error("cannot use working directory {}", path.display())]
+    Workdir {
+        /// The configured working directory.
+        path: PathBuf,
+        /// What the system said.
+        #[source]
+        source: io::Error,
+    },
     /// `run` was called from inside a tokio runtime (such as `#[actix_rt::main]`).
     #[error(
         "run was called inside a tokio runtime: call it from a plain main, a process that has used tokio must not fork"

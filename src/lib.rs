@@ -197,7 +197,7 @@ impl Daemon {
     /// # Errors
     ///
     /// Before anything forks: [`Error::InsideRuntime`], [`Error::Threaded`],
-    /// [`Error::OpenLogfile`]. Later: [`Error::Sys`] for a failed system call
+    /// [`Error::Workdir`], [`Error::OpenLogfile`]. Later: [`Error::Sys`] for a failed system call
     /// while setting up, [`Error::SpawnerDied`] if the spawner died (after a
     /// clean shutdown of everything else). A detached daemon's launching
     /// process never returns: it exits 0 once the daemon is ready (the
@@ -208,6 +208,7 @@ impl Daemon {
         F: FnOnce(&Process) + 'static,
     {
         process::check_preconditions()?;
+        process::check_workdir(&self.config)?;
         let log_file = self
             .config
             .logfile()
@@ -222,7 +223,7 @@ impl Daemon {
         let mut notifier = notifier;
         let result = run_supervisor(&config, log_file, &mut notifier, init);
         if let (Err(err), Some(n)) = (&result, notifier.as_mut()) {
-            n.failed(&err.to_string());
+            n.failed(&process::error_chain(err));
         }
         result
     }
@@ -263,7 +264,7 @@ where
         (None, None, None, init)
     };
     process::watch_forks();
-    let (log, guard) = logging::init(config, o!("pid" => supervisor, "role" => "supervisor"));
+    let log = logging::init(config, o!("pid" => supervisor, "role" => "supervisor"));
     let outcome = Arc::new(Mutex::new(None));
     let setup = SupervisorSetup {
         config: config.clone(),
@@ -287,7 +288,7 @@ where
     });
     let code = system.run_with_code();
     drop(log);
-    drop(guard);
+    logging::flush();
     if let Some(err) = outcome.lock().unwrap_or_else(|p| p.into_inner()).take() {
         return Err(err);
     }
@@ -316,11 +317,12 @@ where
     // EXIT_PANIC; the supervisor reaps and replaces it.
     std::panic::set_hook(Box::new(move |info| {
         eprintln!("worker {pid} panicked: {info}");
+        logging::flush();
         // SAFETY: ends the process at once; nothing after the panic can be
         // trusted to run cleanly.
         unsafe { libc::_exit(EXIT_PANIC) }
     }));
-    let (log, guard) = logging::init(
+    let log = logging::init(
         &boot.config,
         o!("pid" => pid, "role" => "worker", "slot" => slot),
     );
@@ -357,6 +359,6 @@ where
     };
     boot.board.set_state(slot, SlotState::Exit);
     drop(log);
-    drop(guard);
+    logging::flush();
     code
 }

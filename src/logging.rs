@@ -4,13 +4,14 @@
 //! writes whole records to stderr, which is the log file once redirected, so
 //! reopening the log file on HUP moves every later line to the new file.
 
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 
 use slog::{Drain, Logger, o};
 
 use crate::config::Config;
 
 static CURRENT: RwLock<Option<Logger>> = RwLock::new(None);
+static GUARD: Mutex<Option<slog_async::AsyncGuard>> = Mutex::new(None);
 
 /// This process's logger, as the daemon built it (a discarding logger
 /// outside a daemon). Records carry `pid` and `role` (and `slot` in workers).
@@ -23,11 +24,11 @@ pub fn logger() -> Logger {
 }
 
 /// Builds this process's async logger and makes it [`logger`]'s answer.
-/// Dropping the guard flushes every queued record.
+/// [`flush`] writes every queued record and stops the drain's thread.
 pub(crate) fn init(
     config: &Config,
     values: slog::OwnedKV<impl slog::SendSyncRefUnwindSafeKV + 'static>,
-) -> (Logger, slog_async::AsyncGuard) {
+) -> Logger {
     let decorator = slog_term::PlainSyncDecorator::new(std::io::stderr());
     let drain = slog_term::FullFormat::new(decorator).build().fuse();
     let (drain, guard) = slog_async::Async::new(drain)
@@ -45,5 +46,16 @@ pub(crate) fn init(
     if let Ok(mut current) = CURRENT.write() {
         *current = Some(log.clone());
     }
-    (log, guard)
+    if let Ok(mut slot) = GUARD.lock() {
+        *slot = Some(guard);
+    }
+    log
+}
+
+/// Writes every queued record to the log and stops the async drain. Called
+/// before a process ends, including from a worker's panic hook (hence
+/// `try_lock`: a panic inside the logger must not deadlock here).
+pub(crate) fn flush() {
+    let guard = GUARD.try_lock().ok().and_then(|mut g| g.take());
+    drop(guard);
 }

@@ -176,26 +176,77 @@ pub(crate) fn detach(config: &Config) -> Result<ReadyNotifier> {
         ForkResult::Child => {}
     }
     drop(read_end);
-    nix::unistd::setsid().map_err(|err| Error::sys("setsid", err))?;
+    let mut notifier = ReadyNotifier {
+        fd: Some(write_end),
+    };
+    // From here on, a failure is reported through the pipe, so that the
+    // launching process prints it, and this process ends.
+    let give_up = |notifier: &mut ReadyNotifier, err: Error| -> ! {
+        notifier.failed(&error_chain(&err));
+        // SAFETY: _exit ends this intermediate process of the detach
+        // without running the launching program's destructors.
+        unsafe { libc::_exit(1) }
+    };
+    if let Err(err) = nix::unistd::setsid() {
+        give_up(&mut notifier, Error::sys("setsid", err));
+    }
     // SAFETY: fork site "detach", second fork: still single-threaded and
     // without a runtime (this is the child of the first fork).
-    match unsafe { nix::unistd::fork() }.map_err(|err| Error::sys("second fork to detach", err))? {
+    match unsafe { nix::unistd::fork() } {
         // The session leader exits so that the daemon can never reacquire a
         // controlling terminal.
-        ForkResult::Parent { .. } => {
+        Ok(ForkResult::Parent { .. }) => {
             // SAFETY: _exit is always safe; it skips destructors and atexit
             // handlers that belong to the launching program.
             unsafe { libc::_exit(0) }
         }
-        ForkResult::Child => {}
+        Ok(ForkResult::Child) => {}
+        Err(err) => give_up(&mut notifier, Error::sys("second fork to detach", err)),
     }
-    chdir(config.workdir()).map_err(|err| Error::sys("chdir to workdir", err))?;
+    if let Err(err) = chdir(config.workdir()) {
+        give_up(&mut notifier, Error::sys("chdir to workdir", err));
+    }
     umask(FileMode::from_bits_truncate(config.umask() as _));
-    let null = File::open("/dev/null").map_err(|err| Error::sys("open /dev/null", err))?;
-    dup2_stdin(&null).map_err(|err| Error::sys("stdin from /dev/null", err))?;
-    Ok(ReadyNotifier {
-        fd: Some(write_end),
-    })
+    match File::open("/dev/null") {
+        Ok(null) => {
+            if let Err(err) = dup2_stdin(&null) {
+                give_up(&mut notifier, Error::sys("stdin from /dev/null", err));
+            }
+        }
+        Err(err) => give_up(&mut notifier, Error::sys("open /dev/null", err)),
+    }
+    Ok(notifier)
+}
+
+/// An error and its sources, for the launching process to print.
+pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Checks, before anything forks, that the working directory of a
+/// detached daemon exists.
+pub(crate) fn check_workdir(config: &Config) -> Result<()> {
+    if !config.detach() {
+        return Ok(());
+    }
+    match std::fs::metadata(config.workdir()) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(Error::Workdir {
+            path: config.workdir().to_owned(),
+            source: io::Error::from(io::ErrorKind::NotADirectory),
+        }),
+        Err(source) => Err(Error::Workdir {
+            path: config.workdir().to_owned(),
+            source,
+        }),
+    }
 }
 
 // ---------------------------------------------------------------------------

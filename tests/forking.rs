@@ -150,3 +150,44 @@ fn no_descriptor_or_memory_growth_in_the_supervisor_over_1000_workers() {
     let counters = status.iter().find(|l| l.contains("Requests")).unwrap();
     assert!(counters.contains("spawned 1105"), "{counters}");
 }
+
+#[test]
+fn a_request_at_the_cap_is_queued_not_dropped_or_over_forked() {
+    // The acceptor ignores Pause: every connection reaches the daemon as a
+    // Req, beyond max_children. The daemon must queue them.
+    let d = Daemon::start("forking", &["--max-children", "2", "--ignore-pause"]);
+    let mut first: Vec<_> = (0..2).map(|_| d.conn()).collect();
+    for c in &mut first {
+        assert_eq!(c.cmd("PING"), "PONG");
+    }
+    let mut waiting: Vec<_> = (0..3).map(|_| d.conn()).collect();
+    assert!(
+        wait_until(DEADLINE, || first[0]
+            .report("STATUS")
+            .iter()
+            .any(|l| l.contains("Queued requests 3"))),
+        "three requests never queued\n{}",
+        d.report()
+    );
+    assert_eq!(d.workers().len(), 2, "never more than max_children");
+    for c in first {
+        c.done();
+    }
+    // Each queued connection is served in turn, as slots free up.
+    for mut c in waiting {
+        c.set_timeout(DEADLINE);
+        assert_eq!(c.cmd("PING"), "PONG");
+        c.done();
+    }
+}
+
+#[test]
+fn a_missing_workdir_is_an_error_before_anything_starts() {
+    let (code, stderr) =
+        support::run_failing("forking", &["0", "--workdir", "/nonexistent/workdir"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("cannot use working directory /nonexistent/workdir"),
+        "{stderr}"
+    );
+}

@@ -45,10 +45,13 @@ pub struct Args {
     pub requests: Option<u64>,
     pub babysit: Option<u64>,
     pub shutdown_timeout: Option<u64>,
+    pub workdir: Option<PathBuf>,
+    pub ignore_pause: bool,
 }
 
 const FLAGS: &str = "[PORT] [--foreground] [--logfile PATH] [--start-children N] [--min-spare N] \
-[--max-spare N] [--max-children N] [--requests N (0: unlimited)] [--babysit SECS] [--shutdown-timeout SECS]";
+[--max-spare N] [--max-children N] [--requests N (0: unlimited)] [--babysit SECS] [--shutdown-timeout SECS] \
+[--workdir DIR] [--ignore-pause]";
 
 fn parse(defaults: &Defaults) -> Result<Args, String> {
     let cwd = std::env::current_dir().map_err(|err| format!("current directory: {err}"))?;
@@ -63,6 +66,8 @@ fn parse(defaults: &Defaults) -> Result<Args, String> {
         requests: defaults.requests,
         babysit: None,
         shutdown_timeout: None,
+        workdir: None,
+        ignore_pause: false,
     };
     let mut it = std::env::args().skip(1);
     let mut port_seen = false;
@@ -74,6 +79,11 @@ fn parse(defaults: &Defaults) -> Result<Args, String> {
         };
         match arg.as_str() {
             "--foreground" => args.foreground = true,
+            "--ignore-pause" => args.ignore_pause = true,
+            "--workdir" => {
+                let v = it.next().ok_or("--workdir needs a value")?;
+                args.workdir = Some(cwd.join(v));
+            }
             "--logfile" => {
                 let v = it.next().ok_or("--logfile needs a value")?;
                 args.logfile = cwd.join(v);
@@ -134,6 +144,9 @@ pub fn main(defaults: Defaults) -> ExitCode {
     if let Some(secs) = args.babysit {
         builder = builder.babysit(Duration::from_secs(secs));
     }
+    if let Some(dir) = &args.workdir {
+        builder = builder.workdir(dir);
+    }
     if let Some(secs) = args.shutdown_timeout {
         builder = builder.shutdown_timeout(Duration::from_secs(secs));
     }
@@ -161,6 +174,7 @@ pub fn main(defaults: Defaults) -> ExitCode {
     println!("PORT={port}");
     let _ = std::io::stdout().flush();
     let logfile = args.logfile.clone();
+    let ignore_pause = args.ignore_pause;
     let result = daemon.run(move |process: &Process| {
         let info = Rc::new(Info {
             logfile: logfile.display().to_string(),
@@ -175,6 +189,7 @@ pub fn main(defaults: Defaults) -> ExitCode {
                 Acceptor {
                     listener: Rc::new(listener),
                     accepting: None,
+                    ignore_pause,
                 }
                 .start();
             }
@@ -207,6 +222,9 @@ struct Info {
 struct Acceptor {
     listener: Rc<TcpListener>,
     accepting: Option<SpawnHandle>,
+    /// Test aid: keep accepting at max_children, so that requests reach the
+    /// daemon's queue.
+    ignore_pause: bool,
 }
 
 impl Actor for Acceptor {
@@ -249,6 +267,7 @@ impl Handler<DaemonSignal> for Acceptor {
     fn handle(&mut self, signal: DaemonSignal, ctx: &mut Context<Self>) {
         match signal {
             DaemonSignal::Accept if self.accepting.is_none() => self.accept_one(ctx),
+            DaemonSignal::Pause if self.ignore_pause => {}
             DaemonSignal::Pause | DaemonSignal::Shutdown => {
                 if let Some(handle) = self.accepting.take() {
                     ctx.cancel_future(handle);
