@@ -160,7 +160,7 @@ fn a_request_at_the_cap_is_queued_not_dropped_or_over_forked() {
     for c in &mut first {
         assert_eq!(c.cmd("PING"), "PONG");
     }
-    let mut waiting: Vec<_> = (0..3).map(|_| d.conn()).collect();
+    let waiting: Vec<_> = (0..3).map(|_| d.conn()).collect();
     assert!(
         wait_until(DEADLINE, || first[0]
             .report("STATUS")
