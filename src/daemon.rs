@@ -26,7 +26,7 @@ use crate::messages::{
 use crate::payload::Payload;
 use crate::process::{self, ReadyNotifier, SpawnReply, SpawnerLink, Wake};
 use crate::scoreboard::{Counter, Scoreboard, SlotId};
-use crate::state::SlotState;
+use crate::state::{SlotState, Step, UpdateKind, worker_step};
 use crate::status::{PeekReport, PoolLimits, Role, StatusReport, SubscriberInfo};
 
 /// The daemon's actor: `DaemonActor::from_registry()` in any process of the
@@ -563,37 +563,16 @@ impl Core {
     fn worker_update(&mut self, update: UpdateStatus, ctx: &mut Context<DaemonActor>) {
         let Some(state) = self.state() else { return };
         let prefork = matches!(self.config.mode(), Mode::PreFork(_));
-        let name = update_name(&update);
-        match update {
-            UpdateStatus::Wait if prefork => match state {
-                SlotState::Starting => {
-                    self.set_state(SlotState::FirstWait);
-                    self.accept_if_running();
-                }
-                SlotState::Req | SlotState::Long => self.request_done(ctx),
-                SlotState::FirstWait | SlotState::Wait => {}
-                _ => self.out_of_place(name),
-            },
-            UpdateStatus::Req(_) if prefork => match state {
-                SlotState::FirstWait | SlotState::Wait | SlotState::Long => {
-                    self.set_state(SlotState::Req)
-                }
-                SlotState::Req => {}
-                _ => self.out_of_place(name),
-            },
-            UpdateStatus::Long => match state {
-                SlotState::Req => self.set_state(SlotState::Long),
-                SlotState::FirstWait | SlotState::Wait if prefork => {
-                    self.set_state(SlotState::Long)
-                }
-                SlotState::Long => {}
-                _ => self.out_of_place(name),
-            },
-            UpdateStatus::Done => match state {
-                SlotState::Req | SlotState::Long => self.request_done(ctx),
-                _ => self.out_of_place(name),
-            },
-            _ => self.out_of_place(name),
+        let kind = UpdateKind::of(&update);
+        match worker_step(prefork, state, kind) {
+            Step::To(SlotState::FirstWait) => {
+                self.set_state(SlotState::FirstWait);
+                self.accept_if_running();
+            }
+            Step::To(next) => self.set_state(next),
+            Step::Finish => self.request_done(ctx),
+            Step::Stay => {}
+            Step::Invalid => self.out_of_place(kind.name()),
         }
     }
 
@@ -1017,7 +996,7 @@ impl Core {
                 self.drain_queue();
                 self.schedule_retry(ctx);
             }
-            (update, _) => self.out_of_place(update_name(&update)),
+            (update, _) => self.out_of_place(UpdateKind::of(&update).name()),
         }
     }
 
@@ -1144,15 +1123,6 @@ impl Core {
             let code = self.exit_code();
             self.stop_system(code);
         }
-    }
-}
-
-fn update_name(update: &UpdateStatus) -> &'static str {
-    match update {
-        UpdateStatus::Req(_) => "req",
-        UpdateStatus::Long => "long",
-        UpdateStatus::Wait => "wait",
-        UpdateStatus::Done => "done",
     }
 }
 
@@ -1336,5 +1306,123 @@ impl Handler<ShutdownAcked> for DaemonActor {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Daemon;
+
+    /// A drain that keeps each record's message and key-values.
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<String>>>);
+
+    impl slog::Drain for Capture {
+        type Ok = ();
+        type Err = slog::Never;
+        fn log(
+            &self,
+            record: &slog::Record<'_>,
+            values: &slog::OwnedKVList,
+        ) -> Result<(), slog::Never> {
+            struct Kv(String);
+            impl slog::Serializer for Kv {
+                fn emit_arguments(
+                    &mut self,
+                    key: slog::Key,
+                    val: &std::fmt::Arguments<'_>,
+                ) -> slog::Result {
+                    self.0.push_str(&format!(" {key}={val}"));
+                    Ok(())
+                }
+            }
+            let mut kv = Kv(record.msg().to_string());
+            let _ = slog::KV::serialize(&record.kv(), record, &mut kv);
+            let _ = slog::KV::serialize(values, record, &mut kv);
+            self.0.lock().unwrap().push(kv.0);
+            Ok(())
+        }
+    }
+
+    fn config(builder: crate::DaemonBuilder) -> Arc<Config> {
+        Arc::new(builder.build().unwrap().config().clone())
+    }
+
+    #[test]
+    fn nonsense_updates_are_logged_with_their_place_and_change_nothing() {
+        let capture = Capture::default();
+        let log = Logger::root(slog::Drain::fuse(capture.clone()), slog::o!());
+        let board = Scoreboard::new(2).unwrap();
+        let system = actix_rt::System::new();
+        let (before, after, worker_state) = system.block_on(async {
+            // A fork-per-request supervisor without a spawner, and a
+            // pre-forked worker in slot 1: both in this test process.
+            let sup = DaemonActor::supervisor(SupervisorSetup {
+                config: config(Daemon::builder().max_children(2)),
+                log: log.clone(),
+                board: Some(board.clone()),
+                wake: None,
+                spawner: None,
+                notifier: None,
+                outcome: Arc::new(Mutex::new(None)),
+            })
+            .start();
+            let slot = SlotId(1);
+            board.allocate();
+            board.allocate();
+            board.set_state(slot, SlotState::Starting);
+            let worker = DaemonActor::worker(WorkerSetup {
+                config: config(Daemon::builder().start_children(1)),
+                log: log.clone(),
+                board: board.clone(),
+                wake: Arc::new(Wake::new().unwrap()),
+                slot,
+                supervisor_pid: std::process::id(),
+                payload: None,
+            })
+            .start();
+            let before = board.snapshots();
+            sup.send(UpdateStatus::Wait).await.unwrap();
+            sup.send(UpdateStatus::Done).await.unwrap();
+            worker.send(UpdateStatus::Done).await.unwrap();
+            worker
+                .send(UpdateStatus::Req(Payload::new()))
+                .await
+                .unwrap();
+            let after = board.snapshots();
+            worker.send(UpdateStatus::Wait).await.unwrap();
+            let worker_state = board.state(slot);
+            (before, after, worker_state)
+        });
+        let states = |s: &[crate::SlotSnapshot]| s.iter().map(|s| s.state).collect::<Vec<_>>();
+        assert_eq!(
+            states(&before),
+            states(&after),
+            "nonsense changed the scoreboard"
+        );
+        assert_eq!(
+            worker_state,
+            SlotState::FirstWait,
+            "a valid update still works"
+        );
+        let lines = capture.0.lock().unwrap().clone();
+        let ignored: Vec<&String> = lines
+            .iter()
+            .filter(|l| l.contains("status update ignored"))
+            .collect();
+        assert_eq!(ignored.len(), 4, "{lines:#?}");
+        assert!(
+            ignored[0].contains("update=wait") && ignored[0].contains("from=supervisor pid"),
+            "{}",
+            ignored[0]
+        );
+        assert!(
+            ignored[2].contains("update=done")
+                && ignored[2].contains("slot 1")
+                && ignored[2].contains("state=f"),
+            "{}",
+            ignored[2]
+        );
     }
 }

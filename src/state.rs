@@ -126,6 +126,70 @@ impl FromStr for SlotState {
     }
 }
 
+/// A status update without its payload: what the transition table needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UpdateKind {
+    Req,
+    Long,
+    Wait,
+    Done,
+}
+
+impl UpdateKind {
+    pub(crate) fn of(update: &crate::UpdateStatus) -> UpdateKind {
+        match update {
+            crate::UpdateStatus::Req(_) => UpdateKind::Req,
+            crate::UpdateStatus::Long => UpdateKind::Long,
+            crate::UpdateStatus::Wait => UpdateKind::Wait,
+            crate::UpdateStatus::Done => UpdateKind::Done,
+        }
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            UpdateKind::Req => "req",
+            UpdateKind::Long => "long",
+            UpdateKind::Wait => "wait",
+            UpdateKind::Done => "done",
+        }
+    }
+}
+
+/// What a status update does to a worker's slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Move to this state.
+    To(SlotState),
+    /// The request ended: count it, then wait, or exit at the `requests` limit.
+    Finish,
+    /// Already there: nothing to do.
+    Stay,
+    /// Makes no sense here: log it, change nothing.
+    Invalid,
+}
+
+/// The worker's transition table: the seed's manual, made exact.
+///
+/// Pre-fork: `f` -Wait-> `.`; `.`/`w` -Req-> `r`, -Long-> `l`; `r`/`l`
+/// -Done or Wait-> finished; `r` -Long-> `l`, `l` -Req-> `r`. Fork per
+/// request: the worker starts in `r`; `r` -Long-> `l`; `r`/`l` -Done->
+/// finished. Anything else is invalid (or a repeat, which stays).
+pub(crate) fn worker_step(prefork: bool, state: SlotState, update: UpdateKind) -> Step {
+    use SlotState::*;
+    match (update, state) {
+        (UpdateKind::Wait, Starting) if prefork => Step::To(FirstWait),
+        (UpdateKind::Wait, Req | Long) if prefork => Step::Finish,
+        (UpdateKind::Wait, FirstWait | Wait) if prefork => Step::Stay,
+        (UpdateKind::Req, FirstWait | Wait | Long) if prefork => Step::To(Req),
+        (UpdateKind::Req, Req) if prefork => Step::Stay,
+        (UpdateKind::Long, Req) => Step::To(Long),
+        (UpdateKind::Long, FirstWait | Wait) if prefork => Step::To(Long),
+        (UpdateKind::Long, Long) => Step::Stay,
+        (UpdateKind::Done, Req | Long) => Step::Finish,
+        _ => Step::Invalid,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,6 +205,55 @@ mod tests {
         assert!("x".parse::<SlotState>().is_err());
         assert!("rw".parse::<SlotState>().is_err());
         assert_eq!(SlotState::from_u8(8), None);
+    }
+
+    #[test]
+    fn worker_transitions_follow_the_manual() {
+        use SlotState::*;
+        let updates = [
+            UpdateKind::Req,
+            UpdateKind::Long,
+            UpdateKind::Wait,
+            UpdateKind::Done,
+        ];
+        for prefork in [true, false] {
+            for state in SlotState::ALL {
+                for update in updates {
+                    let step = worker_step(prefork, state, update);
+                    match step {
+                        // A worker only ever writes r, l or the first wait;
+                        // `w` comes from Finish, `e`, `F` and ` ` from the daemon.
+                        Step::To(next) => assert!(
+                            matches!(next, Req | Long | FirstWait),
+                            "{prefork} {state:?} {update:?} -> {next:?}"
+                        ),
+                        Step::Finish => assert!(state.is_busy(), "{state:?} {update:?}"),
+                        Step::Stay | Step::Invalid => {}
+                    }
+                    // Nothing a worker says touches a slot that is empty,
+                    // forking in the parent, or exiting.
+                    if matches!(state, Empty | Forking | Exit) {
+                        assert_eq!(step, Step::Invalid, "{state:?} {update:?}");
+                    }
+                }
+            }
+        }
+        // The pre-fork lifecycle of the manual.
+        assert_eq!(
+            worker_step(true, Starting, UpdateKind::Wait),
+            Step::To(FirstWait)
+        );
+        assert_eq!(worker_step(true, FirstWait, UpdateKind::Req), Step::To(Req));
+        assert_eq!(worker_step(true, Req, UpdateKind::Long), Step::To(Long));
+        assert_eq!(worker_step(true, Long, UpdateKind::Done), Step::Finish);
+        assert_eq!(worker_step(true, Req, UpdateKind::Wait), Step::Finish);
+        assert_eq!(worker_step(true, Wait, UpdateKind::Done), Step::Invalid);
+        assert_eq!(worker_step(true, Starting, UpdateKind::Req), Step::Invalid);
+        // Fork per request: no waiting, no new request in a worker.
+        assert_eq!(worker_step(false, Req, UpdateKind::Done), Step::Finish);
+        assert_eq!(worker_step(false, Req, UpdateKind::Wait), Step::Invalid);
+        assert_eq!(worker_step(false, Req, UpdateKind::Req), Step::Invalid);
+        assert_eq!(worker_step(false, Req, UpdateKind::Long), Step::To(Long));
     }
 
     #[test]
