@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::babysitter::BabysitLimits;
 use crate::error::{Error, Result};
 
 /// How the daemon runs its work: one process, one worker per request, or a
@@ -76,10 +77,25 @@ pub struct Config {
     pub(crate) logfile: Option<PathBuf>,
     pub(crate) verbose: bool,
     pub(crate) mode: Mode,
-    pub(crate) babysit: Option<Duration>,
+    pub(crate) babysit: Option<BabysitLimits>,
     pub(crate) shutdown_timeout: Duration,
     pub(crate) workdir: PathBuf,
     pub(crate) umask: u32,
+    pub(crate) crash: CrashPolicy,
+}
+
+/// How the supervisor reacts to workers that die young, and how fast it forks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CrashPolicy {
+    /// The longest pause between spawns after workers keep dying young
+    /// (the pause starts at 100 ms and doubles per crash).
+    pub max_backoff: Duration,
+    /// Give up (shut down, `run` returns [`Error::CrashLoop`]) after more
+    /// than this many crashes within the window.
+    pub max_restarts: Option<(u32, Duration)>,
+    /// At most this many forks per 100 ms; the rate starts at 8 and doubles
+    /// every 100 ms while the pool is short, up to this cap.
+    pub max_spawn_rate: usize,
 }
 
 impl Config {
@@ -105,7 +121,15 @@ impl Config {
     }
     /// The babysitter's interval, if babysitting is on.
     pub fn babysit(&self) -> Option<Duration> {
+        self.babysit.map(|l| l.interval)
+    }
+    /// The babysitter's limits, if babysitting is on.
+    pub fn babysit_limits(&self) -> Option<BabysitLimits> {
         self.babysit
+    }
+    /// Crash-loop backoff and spawn pacing.
+    pub fn crash_policy(&self) -> CrashPolicy {
+        self.crash
     }
     /// How long shutdown waits after TERM before it KILLs.
     pub fn shutdown_timeout(&self) -> Duration {
@@ -151,9 +175,15 @@ pub struct DaemonBuilder {
     max_children: Option<usize>,
     requests: Option<u64>,
     babysit: Option<Duration>,
+    cpu_limit: Duration,
+    cpu_share: Option<f64>,
+    request_timeout: Option<Duration>,
+    long_request_timeout: Option<Duration>,
+    max_rss: Option<u64>,
     shutdown_timeout: Duration,
     workdir: PathBuf,
     umask: u32,
+    crash: CrashPolicy,
 }
 
 impl Default for DaemonBuilder {
@@ -169,9 +199,19 @@ impl Default for DaemonBuilder {
             max_children: None,
             requests: None,
             babysit: None,
+            cpu_limit: Duration::from_secs(600),
+            cpu_share: None,
+            request_timeout: None,
+            long_request_timeout: None,
+            max_rss: None,
             shutdown_timeout: Duration::from_secs(10),
             workdir: PathBuf::from("/"),
             umask: 0o027,
+            crash: CrashPolicy {
+                max_backoff: Duration::from_secs(30),
+                max_restarts: None,
+                max_spawn_rate: 128,
+            },
         }
     }
 }
@@ -243,9 +283,68 @@ impl DaemonBuilder {
         self
     }
 
-    /// The babysitter's interval. Default: no babysitting.
+    /// Turns the babysitter on, looking at every worker at this interval.
+    /// Default: no babysitting. See the `babysitter` rules in the book.
     pub fn babysit(mut self, interval: Duration) -> Self {
         self.babysit = Some(interval);
+        self
+    }
+
+    /// Babysitter: a worker whose total CPU time passes this is rogue and is
+    /// escalated (INT, TERM, KILL). Default 10 minutes, as the seed.
+    pub fn cpu_limit(mut self, limit: Duration) -> Self {
+        self.cpu_limit = limit;
+        self
+    }
+
+    /// Babysitter: a worker using more than this share of one core
+    /// (percent, over the last three intervals) is rogue. Default: off.
+    pub fn cpu_share(mut self, percent: f64) -> Self {
+        self.cpu_share = Some(percent);
+        self
+    }
+
+    /// Babysitter: a worker in `r` longer than this is hung and escalated.
+    /// Default: off.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = Some(timeout);
+        self
+    }
+
+    /// Babysitter: a worker in `l` longer than this is hung and escalated.
+    /// Default: off.
+    pub fn long_request_timeout(mut self, timeout: Duration) -> Self {
+        self.long_request_timeout = Some(timeout);
+        self
+    }
+
+    /// Babysitter: a worker whose resident memory passes this many bytes is
+    /// retired gracefully (it finishes its request, exits, is replaced).
+    /// Default: off.
+    pub fn max_rss(mut self, bytes: u64) -> Self {
+        self.max_rss = Some(bytes);
+        self
+    }
+
+    /// The longest pause between spawns while workers keep dying young.
+    /// Default 30 seconds.
+    pub fn max_backoff(mut self, max: Duration) -> Self {
+        self.crash.max_backoff = max;
+        self
+    }
+
+    /// Give up after more than `restarts` workers died young within
+    /// `window`: the supervisor shuts down and `run` returns
+    /// [`Error::CrashLoop`]. Default: never give up, keep backing off.
+    pub fn max_restarts(mut self, restarts: u32, window: Duration) -> Self {
+        self.crash.max_restarts = Some((restarts, window));
+        self
+    }
+
+    /// At most this many forks per 100 ms, however many workers are missing.
+    /// Default 128.
+    pub fn max_spawn_rate(mut self, per_100ms: usize) -> Self {
+        self.crash.max_spawn_rate = per_100ms;
         self
     }
 
@@ -284,16 +383,29 @@ impl DaemonBuilder {
         if self.detach && self.logfile.is_none() {
             return Err(Error::DetachWithoutLogfile);
         }
-        if self.babysit == Some(Duration::ZERO) {
-            return Err(Error::Zero("babysit"));
+        let babysit = self.resolve_babysit(&mode)?;
+        if self.crash.max_backoff.is_zero() {
+            return Err(Error::Zero("max_backoff"));
+        }
+        if self.crash.max_spawn_rate == 0 {
+            return Err(Error::Zero("max_spawn_rate"));
+        }
+        if let Some((restarts, window)) = self.crash.max_restarts {
+            if restarts == 0 {
+                return Err(Error::Zero("max_restarts"));
+            }
+            if window.is_zero() {
+                return Err(Error::Zero("max_restarts window"));
+            }
         }
         if self.shutdown_timeout.is_zero() {
             return Err(Error::Zero("shutdown_timeout"));
         }
         if self.umask > 0o777 {
-            return Err(Error::WrongMode {
+            return Err(Error::OutOfRange {
                 param: "umask",
-                mode: "values up to 0o777",
+                value: format!("{:o}", self.umask),
+                range: "0 to 0o777",
             });
         }
         Ok(crate::Daemon::new(Config {
@@ -302,10 +414,68 @@ impl DaemonBuilder {
             logfile: self.logfile,
             verbose: self.verbose,
             mode,
-            babysit: self.babysit,
+            babysit,
             shutdown_timeout: self.shutdown_timeout,
             workdir: self.workdir,
             umask: self.umask,
+            crash: self.crash,
+        }))
+    }
+
+    fn resolve_babysit(&self, mode: &Mode) -> Result<Option<BabysitLimits>> {
+        let Some(interval) = self.babysit else {
+            for (param, set) in [
+                ("cpu_share", self.cpu_share.is_some()),
+                ("request_timeout", self.request_timeout.is_some()),
+                ("long_request_timeout", self.long_request_timeout.is_some()),
+                ("max_rss", self.max_rss.is_some()),
+            ] {
+                if set {
+                    return Err(Error::WrongMode {
+                        param,
+                        mode: "babysitting (set babysit)",
+                    });
+                }
+            }
+            return Ok(None);
+        };
+        if interval.is_zero() {
+            return Err(Error::Zero("babysit"));
+        }
+        if !mode.has_workers() {
+            return Err(Error::WrongMode {
+                param: "babysit",
+                mode: "a daemon with workers (set start_children or max_children)",
+            });
+        }
+        for (name, value) in [
+            ("cpu_limit", Some(self.cpu_limit)),
+            ("request_timeout", self.request_timeout),
+            ("long_request_timeout", self.long_request_timeout),
+        ] {
+            if value == Some(Duration::ZERO) {
+                return Err(Error::Zero(name));
+            }
+        }
+        if self.max_rss == Some(0) {
+            return Err(Error::Zero("max_rss"));
+        }
+        if let Some(share) = self.cpu_share
+            && !(share > 0.0 && share.is_finite())
+        {
+            return Err(Error::OutOfRange {
+                param: "cpu_share",
+                value: share.to_string(),
+                range: "above 0 (percent of one core)",
+            });
+        }
+        Ok(Some(BabysitLimits {
+            interval,
+            cpu_limit: self.cpu_limit,
+            cpu_share: self.cpu_share,
+            request_timeout: self.request_timeout,
+            long_request_timeout: self.long_request_timeout,
+            max_rss: self.max_rss,
         }))
     }
 
@@ -469,7 +639,17 @@ mod tests {
                 "max_spare",
             ),
             (Daemon::builder().start_children(1).requests(0), "requests"),
-            (Daemon::builder().babysit(Duration::ZERO), "babysit"),
+            (
+                Daemon::builder().max_children(1).babysit(Duration::ZERO),
+                "babysit",
+            ),
+            (
+                Daemon::builder()
+                    .max_children(1)
+                    .babysit(Duration::from_secs(1))
+                    .max_rss(0),
+                "max_rss",
+            ),
             (
                 Daemon::builder().shutdown_timeout(Duration::ZERO),
                 "shutdown_timeout",
@@ -485,6 +665,34 @@ mod tests {
             Daemon::builder().max_children(3).requests(1).build(),
             Err(Error::WrongMode {
                 param: "requests",
+                ..
+            })
+        ));
+        assert!(matches!(
+            Daemon::builder()
+                .max_children(2)
+                .request_timeout(Duration::from_secs(1))
+                .build(),
+            Err(Error::WrongMode {
+                param: "request_timeout",
+                ..
+            })
+        ));
+        assert!(matches!(
+            Daemon::builder().babysit(Duration::from_secs(1)).build(),
+            Err(Error::WrongMode {
+                param: "babysit",
+                ..
+            })
+        ));
+        assert!(matches!(
+            Daemon::builder()
+                .max_children(2)
+                .babysit(Duration::from_secs(1))
+                .cpu_share(-3.0)
+                .build(),
+            Err(Error::OutOfRange {
+                param: "cpu_share",
                 ..
             })
         ));

@@ -102,6 +102,67 @@ struct Sup {
     retiring: HashSet<i32>,
     notifier: Option<ReadyNotifier>,
     outcome: Arc<Mutex<Option<Error>>>,
+    spawned_at: HashMap<i32, Instant>,
+    crash: CrashState,
+    pacer: Pacer,
+    wake_at: Option<Instant>,
+    acked: bool,
+}
+
+/// Young deaths: backoff and give-up.
+#[derive(Default)]
+struct CrashState {
+    streak: u32,
+    last_at: Option<Instant>,
+    recent: VecDeque<Instant>,
+    hold_until: Option<Instant>,
+}
+
+/// Spawn pacing: at most `rate` forks per 100 ms; the rate starts at
+/// `PACE_START`, doubles every window in which the pool was still short, up
+/// to the configured cap, and halves back in windows that were not.
+struct Pacer {
+    window_start: Instant,
+    used: usize,
+    rate: usize,
+    short: bool,
+}
+
+const PACE_WINDOW: Duration = Duration::from_millis(100);
+const PACE_START: usize = 8;
+const CRASH_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const YOUNG: Duration = Duration::from_secs(1);
+
+impl Pacer {
+    fn new() -> Pacer {
+        Pacer {
+            window_start: Instant::now(),
+            used: 0,
+            rate: PACE_START,
+            short: false,
+        }
+    }
+
+    /// Whether one more fork may happen now; if not, when to try again.
+    fn allow(&mut self, now: Instant, cap: usize) -> Result<(), Instant> {
+        if now.duration_since(self.window_start) >= PACE_WINDOW {
+            self.rate = if self.short {
+                (self.rate * 2).min(cap)
+            } else {
+                (self.rate / 2).max(PACE_START).min(cap)
+            };
+            self.window_start = now;
+            self.used = 0;
+            self.short = false;
+        }
+        if self.used < self.rate {
+            self.used += 1;
+            Ok(())
+        } else {
+            self.short = true;
+            Err(self.window_start + PACE_WINDOW)
+        }
+    }
 }
 
 struct Wrk {
@@ -144,6 +205,16 @@ struct FromSpawner(Option<SpawnReply>);
 #[rtype(result = "()")]
 struct ShutdownAcked;
 
+/// From the babysitter: free a slot as if its worker had exited (`free`),
+/// or note that the worker is being retired for memory.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(crate) struct BabysitFree {
+    pub(crate) pid: i32,
+    pub(crate) slot: SlotId,
+    pub(crate) free: bool,
+}
+
 impl DaemonActor {
     pub(crate) fn supervisor(setup: SupervisorSetup) -> DaemonActor {
         let pid = std::process::id();
@@ -175,6 +246,11 @@ impl DaemonActor {
                     retiring: HashSet::new(),
                     notifier: setup.notifier,
                     outcome: setup.outcome,
+                    spawned_at: HashMap::new(),
+                    crash: CrashState::default(),
+                    pacer: Pacer::new(),
+                    wake_at: None,
+                    acked: false,
                 })),
             })),
         }
@@ -284,14 +360,23 @@ impl Core {
 
     fn set_state(&mut self, state: SlotState) {
         if let (Kind::Worker(w), Some(board)) = (&self.kind, &self.board) {
-            if board.state(w.slot) == state {
+            let old = board.state(w.slot);
+            if old == state {
                 return;
             }
             board.set_state(w.slot, state);
             debug!(self.log, "state"; "state" => %state.letter());
-            if matches!(self.config.mode(), Mode::PreFork(_)) {
+            // The supervisor counts spares and exits: wake it only when one
+            // of those changes (not for r <-> l).
+            if matches!(self.config.mode(), Mode::PreFork(_))
+                && (old.is_idle() != state.is_idle() || state == SlotState::Exit)
+            {
                 w.wake.wake();
             }
+        }
+        if state.is_busy() {
+            // A subscriber that joins mid-request is not told to accept.
+            self.life.accepting = None;
         }
     }
 
@@ -550,8 +635,11 @@ impl Core {
     // -- worker ------------------------------------------------------------
 
     fn worker_started(&mut self) {
-        let payload = self.life.child.clone().flatten();
+        let mut payload = self.life.child.clone().flatten();
         if matches!(self.config.mode(), Mode::ForkPerRequest { .. }) {
+            // A request forked this worker, even one with an empty payload.
+            let p = payload.get_or_insert_with(Payload::new).clone();
+            self.life.child = Some(Some(p));
             self.set_state(SlotState::Req);
         }
         if self.config.verbose() {
@@ -688,6 +776,10 @@ impl Core {
                     .retain(|_, (_, at)| at.elapsed() < Duration::from_secs(60));
             }
         });
+        if let (Some(limits), Some(board)) = (self.config.babysit_limits(), self.board.clone()) {
+            crate::babysitter::BabysitterActor::new(limits, board, self.log.clone(), addr.clone())
+                .start();
+        }
         let spawner = self.sup().spawner_pid;
         info!(self.log, "daemon started"; "mode" => self.config.mode().describe(),
             "spawner" => spawner);
@@ -699,12 +791,7 @@ impl Core {
                 }
                 self.ready();
             }
-            Mode::PreFork(p) => {
-                for _ in 0..p.start_children {
-                    self.spawn(None);
-                }
-                self.manage_pool();
-            }
+            Mode::PreFork(_) => self.after_change(ctx),
         }
     }
 
@@ -715,12 +802,39 @@ impl Core {
         info!(self.log, "daemon ready");
     }
 
+    /// Whether a fork may happen now (crash backoff, and pacing for pool
+    /// refills); if not, arranges to look again when it may. Fork-per-request
+    /// forks are not paced: `max_children` bounds them, and each answers a
+    /// waiting client.
+    fn may_spawn(&mut self, paced: bool) -> bool {
+        let now = Instant::now();
+        let cap = self.config.crash_policy().max_spawn_rate;
+        let s = self.sup();
+        let later = match s.crash.hold_until {
+            Some(until) if now < until => Some(until),
+            _ if paced => s.pacer.allow(now, cap).err(),
+            _ => None,
+        };
+        match later {
+            None => true,
+            Some(at) => {
+                if s.wake_at.is_none_or(|w| w > at || w < now) {
+                    s.wake_at = Some(at);
+                }
+                false
+            }
+        }
+    }
+
     /// Allocates a slot and asks the spawner for a worker. `false` when no
-    /// slot is free.
+    /// slot is free or no fork may happen now.
     fn spawn(&mut self, payload: Option<Payload>) -> bool {
         let Some(board) = self.board.clone() else {
             return false;
         };
+        if !self.may_spawn(payload.is_none()) {
+            return false;
+        }
         let Some(slot) = board.allocate() else {
             return false;
         };
@@ -796,6 +910,7 @@ impl Core {
                 }
                 debug!(self.log, "worker forked"; "slot" => slot, "worker" => pid);
                 let s = self.sup();
+                s.spawned_at.insert(pid, Instant::now());
                 if let Some((status, _)) = s.unclaimed.remove(&pid) {
                     self.worker_exited(pid, slot, status);
                 } else {
@@ -820,6 +935,8 @@ impl Core {
                 let s = self.sup();
                 s.spawner = None;
                 s.spawner_task = None;
+                // The spawner's exit status says more than its socket's EOF.
+                self.reap(ctx);
                 if !self.shutting_down {
                     error!(
                         self.log,
@@ -892,6 +1009,19 @@ impl Core {
 
     fn worker_exited(&mut self, pid: i32, slot: SlotId, status: WaitStatus) {
         let retiring = self.sup().retiring.remove(&pid);
+        let born = self.sup().spawned_at.remove(&pid);
+        if let Some(board) = &self.board {
+            let state = board.state(slot);
+            let before_ready = matches!(state, SlotState::Forking | SlotState::Starting);
+            let young = born.is_some_and(|b| b.elapsed() < YOUNG);
+            if !self.shutting_down
+                && !retiring
+                && !process::is_clean_exit(&status)
+                && (before_ready || young)
+            {
+                self.crashed(&status);
+            }
+        }
         if let Some(board) = &self.board {
             let state = board.state(slot);
             board.free(slot);
@@ -907,22 +1037,109 @@ impl Core {
         }
     }
 
+    /// A worker died young: back off the next spawns, maybe give up.
+    fn crashed(&mut self, status: &WaitStatus) {
+        let now = Instant::now();
+        let policy = self.config.crash_policy();
+        let code = match status {
+            WaitStatus::Exited(_, code) => *code,
+            WaitStatus::Signaled(_, sig, _) => -(*sig as i32),
+            _ => -1,
+        };
+        let c = &mut self.sup().crash;
+        c.streak += 1;
+        c.last_at = Some(now);
+        let backoff = CRASH_BACKOFF_MIN
+            .saturating_mul(1u32 << (c.streak - 1).min(16))
+            .min(policy.max_backoff);
+        c.hold_until = Some(now + backoff);
+        c.recent.push_back(now);
+        let streak = c.streak;
+        if let Some(board) = &self.board {
+            board.record_crash(code, streak);
+        }
+        warn!(self.log, "a worker died young: pool degraded, backing off";
+            "status" => process::describe_status(status), "in_a_row" => streak,
+            "next_spawn_in" => format!("{backoff:?}"));
+        if let Some((max, window)) = policy.max_restarts {
+            let c = &mut self.sup().crash;
+            while c
+                .recent
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > window)
+            {
+                c.recent.pop_front();
+            }
+            let crashes = c.recent.len();
+            if crashes > max as usize {
+                let err = Error::CrashLoop {
+                    crashes,
+                    max,
+                    window,
+                    last: process::describe_status(status),
+                };
+                error!(self.log, "giving up: workers keep dying"; "error" => %err);
+                self.fail(err);
+            }
+        }
+    }
+
+    /// The pool is healthy again once a worker spawned after the last crash
+    /// reached a waiting or busy state.
+    fn check_recovered(&mut self) {
+        let Some(board) = self.board.clone() else {
+            return;
+        };
+        let s = self.sup();
+        let Some(last) = s.crash.last_at.filter(|_| s.crash.streak > 0) else {
+            return;
+        };
+        let recovered = board.snapshots().iter().any(|slot| {
+            (slot.state.is_idle() || slot.state.is_busy())
+                && s.spawned_at.get(&slot.pid).is_some_and(|b| *b > last)
+        });
+        if recovered {
+            s.crash.streak = 0;
+            s.crash.hold_until = None;
+            board.clear_crash_streak();
+            info!(self.log, "pool recovered: a new worker is ready");
+        }
+    }
+
     /// After anything that changes the pool: keep it within its limits,
     /// fork queued requests, resume accepting, or finish a shutdown.
     fn after_change(&mut self, ctx: &mut Context<DaemonActor>) {
         if !matches!(self.kind, Kind::Supervisor(_)) {
             return;
         }
+        let gave_up = self
+            .sup()
+            .outcome
+            .lock()
+            .map(|o| matches!(*o, Some(Error::CrashLoop { .. })))
+            .unwrap_or(false);
+        if gave_up && !self.shutting_down {
+            self.shutdown(ctx, "crash loop");
+        }
         if self.shutting_down {
             self.check_finished(ctx);
             return;
         }
+        self.check_recovered();
         match self.config.mode() {
             Mode::PreFork(_) => self.manage_pool(),
             Mode::ForkPerRequest { .. } => self.drain_queue(),
             Mode::Daemon => {}
         }
         self.schedule_retry(ctx);
+        if let Some(at) = self.sup().wake_at.take() {
+            let delay = at.saturating_duration_since(Instant::now());
+            ctx.run_later(delay, |act, ctx| {
+                if let Some(core) = act.core.as_deref_mut() {
+                    core.after_change(ctx);
+                }
+            });
+        }
     }
 
     fn manage_pool(&mut self) {
@@ -948,8 +1165,8 @@ impl Core {
                 .filter(|s| s.state.is_idle() && retiring.contains(&s.pid))
                 .count()
         };
-        let idle =
-            tally[SlotState::FirstWait as usize] + tally[SlotState::Wait as usize] - retiring_idle;
+        let idle = (tally[SlotState::FirstWait as usize] + tally[SlotState::Wait as usize])
+            .saturating_sub(retiring_idle);
         let starting = tally[SlotState::Forking as usize] + tally[SlotState::Starting as usize];
         let busy = tally[SlotState::Req as usize] + tally[SlotState::Long as usize];
         let used = board.len() - tally[SlotState::Empty as usize];
@@ -957,8 +1174,18 @@ impl Core {
             self.broadcast(DaemonSignal::Parent);
             self.ready();
         }
-        if idle + starting < pool.min_spare {
-            let want = (pool.min_spare - idle - starting).min(pool.max_children - used);
+        // Until the initial children are up, start_children is the target;
+        // after that, min_spare waiting workers.
+        let initial = if self.life.parent {
+            0
+        } else {
+            pool.start_children.saturating_sub(idle + busy + starting)
+        };
+        let short = pool.min_spare.saturating_sub(idle + starting);
+        if initial > 0 || short > 0 {
+            let want = initial
+                .max(short)
+                .min(pool.max_children.saturating_sub(used));
             for _ in 0..want {
                 if !self.spawn(None) {
                     break;
@@ -1038,7 +1265,12 @@ impl Core {
                 n.failed(&message);
             }
         }
-        self.broadcast(DaemonSignal::Shutdown);
+        if self.config.mode() == &Mode::Daemon {
+            // Sent by broadcast_and_wait_shutdown below.
+            self.life.accepting = None;
+        } else {
+            self.broadcast(DaemonSignal::Shutdown);
+        }
         let dropped = self.sup().queue.len();
         if dropped > 0 {
             warn!(self.log, "queued requests closed unserved at shutdown"; "count" => dropped);
@@ -1118,7 +1350,8 @@ impl Core {
             }
         }
         let done = s.workers.is_empty() && s.pending.is_empty() && s.spawner_pid.is_none();
-        if done && self.foreign.is_empty() && !plain {
+        let acked = s.acked || !plain;
+        if done && self.foreign.is_empty() && acked {
             info!(self.log, "every child reaped; exiting");
             let code = self.exit_code();
             self.stop_system(code);
@@ -1286,10 +1519,36 @@ impl Handler<FromSpawner> for DaemonActor {
     }
 }
 
+impl Handler<BabysitFree> for DaemonActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: BabysitFree, ctx: &mut Context<Self>) {
+        let Some(core) = self.core.as_deref_mut() else {
+            return;
+        };
+        let board = core.board.clone();
+        let s = core.sup();
+        if !msg.free {
+            s.retiring.insert(msg.pid);
+            return;
+        }
+        if s.workers.get(&msg.pid) == Some(&msg.slot) {
+            s.workers.remove(&msg.pid);
+            s.spawned_at.remove(&msg.pid);
+            s.retiring.remove(&msg.pid);
+            if let Some(board) = board {
+                board.free(msg.slot);
+                board.count(Counter::Exited);
+            }
+            core.after_change(ctx);
+        }
+    }
+}
+
 impl Handler<ShutdownAcked> for DaemonActor {
     type Result = ();
 
-    fn handle(&mut self, _msg: ShutdownAcked, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, _msg: ShutdownAcked, ctx: &mut Context<Self>) {
         let Some(core) = self.core.as_deref_mut() else {
             return;
         };
@@ -1299,11 +1558,10 @@ impl Handler<ShutdownAcked> for DaemonActor {
                 core.maybe_stop_worker();
             }
             Kind::Supervisor(_) => {
-                // A plain daemon stops once its subscribers handled Shutdown.
-                if core.config.mode() == &Mode::Daemon {
-                    let code = core.exit_code();
-                    core.stop_system(code);
-                }
+                // A plain daemon stops once its subscribers handled Shutdown
+                // and its foreign children are gone.
+                core.sup().acked = true;
+                core.check_finished(ctx);
             }
         }
     }

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 
 /// Everything that can go wrong while configuring or running a daemon.
 ///
-/// Configuration errors (`Config*` variants and the like) are returned by
+/// Configuration errors ([`SpareRange`](Error::SpareRange),
+/// [`AboveMaxChildren`](Error::AboveMaxChildren), [`Zero`](Error::Zero),
+/// [`WrongMode`](Error::WrongMode), [`OutOfRange`](Error::OutOfRange),
+/// [`DetachWithoutLogfile`](Error::DetachWithoutLogfile)) are returned by
 /// [`DaemonBuilder::build`](crate::DaemonBuilder::build) before any process
 /// is forked. Start-up errors are returned by [`Daemon::run`](crate::Daemon::run)
 /// before the daemon is ready; when the daemon detaches, the launching
@@ -41,6 +44,16 @@ pub enum Error {
         param: &'static str,
         /// The mode it needs.
         mode: &'static str,
+    },
+    /// A parameter is outside the values it can take.
+    #[error("{param} is {value}, expected {range}")]
+    OutOfRange {
+        /// The parameter.
+        param: &'static str,
+        /// Its value, as given.
+        value: String,
+        /// What it may be.
+        range: &'static str,
     },
     /// `detach` was asked for without a log file.
     #[error("detach needs a logfile: a detached daemon has no terminal to write to")]
@@ -85,9 +98,18 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// The daemon failed before it was ready (seen by the launching process of a detached daemon).
-    #[error("daemon failed to start: {0}")]
-    Startup(String),
+    /// Workers kept dying young: more than `max_restarts` within the window.
+    #[error("{crashes} workers died young within {window:?} (max_restarts {max}); last: {last}")]
+    CrashLoop {
+        /// Crashes counted within the window.
+        crashes: usize,
+        /// The configured limit.
+        max: u32,
+        /// The window.
+        window: std::time::Duration,
+        /// How the last one ended.
+        last: String,
+    },
     /// The spawner process died; the supervisor shut down because it can no longer fork workers.
     #[error("the spawner process {pid} died ({status}); the daemon shut down")]
     SpawnerDied {

@@ -81,6 +81,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, missing_debug_implementations)]
 
+mod babysitter;
 mod config;
 mod daemon;
 #[cfg(doctest)]
@@ -107,7 +108,8 @@ use actix::Actor;
 use actix::registry::SystemRegistry;
 use slog::{Logger, error, o};
 
-pub use crate::config::{Config, DaemonBuilder, Mode, PreFork};
+pub use crate::babysitter::{BabysitLimits, BabysitterActor};
+pub use crate::config::{Config, CrashPolicy, DaemonBuilder, Mode, PreFork};
 pub use crate::daemon::DaemonActor;
 pub use crate::error::{Error, Result};
 pub use crate::logging::logger;

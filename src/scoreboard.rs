@@ -54,6 +54,13 @@ struct Header {
     requests: AtomicU64,
     queued: AtomicU64,
     paused: AtomicU32,
+    crash_streak: AtomicU32,
+    rogue: AtomicU64,
+    hung: AtomicU64,
+    memory: AtomicU64,
+    vanished: AtomicU64,
+    crashed: AtomicU64,
+    last_crash: AtomicI32,
 }
 
 /// One worker's slot. 64 bytes and aligned to a cache line, so that workers
@@ -69,7 +76,7 @@ struct SlotCell {
 }
 
 const _: () = assert!(std::mem::size_of::<SlotCell>() == 64);
-const HEADER_SPACE: usize = 128;
+const HEADER_SPACE: usize = 192;
 const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_SPACE);
 
 /// The index of a scoreboard slot.
@@ -124,6 +131,21 @@ pub struct Counters {
     pub fork_failed: u64,
     /// Requests served by all workers.
     pub requests: u64,
+    /// Babysitter: workers escalated for CPU use.
+    pub rogue: u64,
+    /// Babysitter: workers escalated for a hung request.
+    pub hung: u64,
+    /// Babysitter: workers retired for memory.
+    pub memory: u64,
+    /// Babysitter: slots freed for vanished, zombie or unkillable workers.
+    pub vanished: u64,
+    /// Workers that died young (before ready, or within a second, with an
+    /// error).
+    pub crashed: u64,
+    /// Young deaths in a row; above 0 the pool is degraded and spawns back off.
+    pub crash_streak: u32,
+    /// How the last young death ended: an exit code, or minus a signal number.
+    pub last_crash: Option<i32>,
 }
 
 struct Mapping {
@@ -301,7 +323,10 @@ impl Scoreboard {
             state,
             pid: cell.pid.load(Ordering::Relaxed),
             requests: cell.requests.load(Ordering::Relaxed),
-            in_state_ms: now_ms().saturating_sub(cell.changed_ms.load(Ordering::Relaxed)),
+            in_state_ms: match cell.changed_ms.load(Ordering::Relaxed) {
+                0 => 0,
+                changed => now_ms().saturating_sub(changed),
+            },
         }
     }
 
@@ -329,6 +354,16 @@ impl Scoreboard {
             killed: h.killed.load(Ordering::Relaxed),
             fork_failed: h.fork_failed.load(Ordering::Relaxed),
             requests: h.requests.load(Ordering::Relaxed),
+            rogue: h.rogue.load(Ordering::Relaxed),
+            hung: h.hung.load(Ordering::Relaxed),
+            memory: h.memory.load(Ordering::Relaxed),
+            vanished: h.vanished.load(Ordering::Relaxed),
+            crashed: h.crashed.load(Ordering::Relaxed),
+            crash_streak: h.crash_streak.load(Ordering::Relaxed),
+            last_crash: match h.crashed.load(Ordering::Relaxed) {
+                0 => None,
+                _ => Some(h.last_crash.load(Ordering::Relaxed)),
+            },
         }
     }
 
@@ -340,6 +375,10 @@ impl Scoreboard {
             Counter::Retired => &h.retired,
             Counter::Killed => &h.killed,
             Counter::ForkFailed => &h.fork_failed,
+            Counter::Rogue => &h.rogue,
+            Counter::Hung => &h.hung,
+            Counter::Memory => &h.memory,
+            Counter::Vanished => &h.vanished,
         };
         c.fetch_add(1, Ordering::Relaxed);
     }
@@ -359,6 +398,20 @@ impl Scoreboard {
             h.queued.load(Ordering::Relaxed) as usize,
             h.paused.load(Ordering::Relaxed) != 0,
         )
+    }
+
+    /// Supervisor: records a young death (`status`: exit code, or minus the
+    /// signal) and the current streak.
+    pub(crate) fn record_crash(&self, status: i32, streak: u32) {
+        let h = self.header();
+        h.last_crash.store(status, Ordering::Relaxed);
+        h.crashed.fetch_add(1, Ordering::Relaxed);
+        h.crash_streak.store(streak, Ordering::Relaxed);
+    }
+
+    /// Supervisor: the pool recovered.
+    pub(crate) fn clear_crash_streak(&self) {
+        self.header().crash_streak.store(0, Ordering::Relaxed);
     }
 
     /// Supervisor: tells workers that start from now on to exit at once.
@@ -390,6 +443,10 @@ pub(crate) enum Counter {
     Retired,
     Killed,
     ForkFailed,
+    Rogue,
+    Hung,
+    Memory,
+    Vanished,
 }
 
 #[cfg(test)]
