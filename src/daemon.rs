@@ -37,6 +37,13 @@ use crate::status::{PeekReport, PoolLimits, Role, StatusReport, SubscriberInfo};
 /// [`Peek`], [`ForeignChild`] and [`Shutdown`], and sends [`DaemonSignal`]s to
 /// its subscribers.
 ///
+/// In the supervisor it reaps **every** child process (it is a child
+/// subreaper and calls `waitpid(-1)`): a process the application starts
+/// there (with `std::process::Command`, say) must be reported with
+/// [`ForeignChild`]; its exit is then logged, and it gets TERM at shutdown.
+/// Do not wait on it yourself: the daemon may have reaped it first (ECHILD).
+/// In a worker only registered foreign children are reaped.
+///
 /// Outside a daemon (`from_registry()` in a program that never called `run`)
 /// it answers `Status` and `Peek` for a plain process and logs every update as
 /// out of place.

@@ -211,12 +211,18 @@ impl Daemon {
     {
         process::check_preconditions()?;
         process::check_workdir(&self.config)?;
-        let log_file = self
-            .config
-            .logfile()
-            .map(process::open_logfile)
-            .transpose()?;
-        let config = Arc::new(self.config);
+        let mut config = self.config;
+        // A relative log file is relative to where `run` was called, also
+        // when a detached daemon reopens it on HUP from its own workdir.
+        if let Some(path) = config.logfile.as_mut()
+            && path.is_relative()
+        {
+            let cwd =
+                std::env::current_dir().map_err(|err| Error::sys("current directory", err))?;
+            *path = cwd.join(&*path);
+        }
+        let log_file = config.logfile().map(process::open_logfile).transpose()?;
+        let config = Arc::new(config);
         let notifier = if config.detach() {
             Some(process::detach(&config)?)
         } else {

@@ -14,8 +14,8 @@ use crate::status::{PeekReport, StatusReport};
 /// |---|---|---|---|
 /// | `Req(payload)` | a request started (`r`); the payload is ignored | fork a worker for this request; it gets `Child(Some(payload))` | — |
 /// | `Long` | a long request started or the current one is long (`l`) | — | the request is long (`l`) |
-/// | `Wait` | ready for a request (`.` or `w`); the daemon answers `Accept` | — | — |
-/// | `Done` | the request ended; `Accept` again, or `Shutdown` once `requests` are served | — | the request ended: the worker exits |
+/// | `Wait` | first time (from `f`): ready (`.`), the daemon answers `Accept`; while busy: the same as `Done`; while waiting: nothing | — | — |
+/// | `Done` | the request ended (`w`); `Accept` again, or `Shutdown` once `requests` are served | — | the request ended: the worker exits |
 ///
 /// An update marked — or one that does not follow from the current state
 /// (`Done` while waiting, say) is logged with the process's role, pid and slot

@@ -201,9 +201,12 @@ pub struct PeekReport {
     pub foreign_children: Vec<i32>,
     /// The scoreboard's `Slots [ ... ]` line (empty without workers).
     pub slots: String,
-    /// Tasks alive in this process's tokio runtime.
+    /// Tasks alive in this process's tokio runtime. Actors and futures
+    /// spawned on actix's arbiter run on a tokio `LocalSet`, which tokio's
+    /// stable metrics do not count: this is the count of the rest (the
+    /// daemon's signal and wake-up tasks, `actix_rt::spawn` outside actors).
     pub runtime_tasks: usize,
-    /// Tasks waiting in the runtime's global queue.
+    /// Tasks waiting in the runtime's global queue (the same caveat).
     pub runtime_queue: usize,
     /// Open file descriptors.
     pub open_fds: usize,

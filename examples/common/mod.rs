@@ -207,10 +207,22 @@ pub fn main(defaults: Defaults) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("{}: {err}", defaults.name);
+            eprintln!("{}: {}", defaults.name, chain(&err));
             ExitCode::from(1)
         }
     }
+}
+
+/// An error with its sources: "cannot open log file x: No such file...".
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 struct Info {
@@ -306,6 +318,30 @@ impl ChildActor {
     }
 }
 
+impl ChildActor {
+    /// Pre-fork: accepts one connection on the shared listener, reports
+    /// `Req`, serves it. A failed accept (a connection reset in the queue,
+    /// say) is retried at once: the worker is still waiting.
+    fn accept_one(&mut self, ctx: &mut Context<Self>) {
+        let Some(listener) = self.listener.clone() else {
+            return;
+        };
+        let fut = async move { listener.accept().await }
+            .into_actor(self)
+            .map(|res, act, ctx| {
+                act.accepting = None;
+                match res {
+                    Ok((stream, _)) => {
+                        DaemonActor::from_registry().do_send(UpdateStatus::Req(Payload::new()));
+                        act.serve(stream, ctx);
+                    }
+                    Err(_) => act.accept_one(ctx),
+                }
+            });
+        self.accepting = Some(ctx.spawn(fut));
+    }
+}
+
 impl Handler<DaemonSignal> for ChildActor {
     type Result = ();
 
@@ -324,27 +360,7 @@ impl Handler<DaemonSignal> for ChildActor {
             }
             // Pre-fork: ready for the first request.
             DaemonSignal::Child(None) => DaemonActor::from_registry().do_send(UpdateStatus::Wait),
-            DaemonSignal::Accept if self.accepting.is_none() => {
-                let Some(listener) = self.listener.clone() else {
-                    return;
-                };
-                let fut =
-                    async move { listener.accept().await }
-                        .into_actor(self)
-                        .map(|res, act, ctx| {
-                            act.accepting = None;
-                            match res {
-                                Ok((stream, _)) => {
-                                    DaemonActor::from_registry()
-                                        .do_send(UpdateStatus::Req(Payload::new()));
-                                    act.serve(stream, ctx);
-                                }
-                                // Try again on the next Accept.
-                                Err(_) => DaemonActor::from_registry().do_send(UpdateStatus::Wait),
-                            }
-                        });
-                self.accepting = Some(ctx.spawn(fut));
-            }
+            DaemonSignal::Accept if self.accepting.is_none() => self.accept_one(ctx),
             DaemonSignal::Shutdown => {
                 if let Some(handle) = self.accepting.take() {
                     ctx.cancel_future(handle);
