@@ -25,6 +25,24 @@
 //! request: keep accepting at max_children, to exercise the daemon's queue). A bad flag or value prints an error and exits with status 2 before
 //! anything starts.
 //!
+//! Babysitting and fault injection (see the book's babysitting chapter):
+//! `--babysit SECS` turns the babysitter on, with limits `--request-timeout
+//! SECS`, `--long-request-timeout SECS`, `--max-rss MIB`, `--cpu-limit SECS`
+//! (total CPU) and `--cpu-share PERCENT`; `--max-restarts N` (within
+//! `--restart-window SECS`, default 60) gives up on a crash loop. Only with
+//! `--fault-commands`, the server also answers `SPIN` (burn CPU in the
+//! serving worker), `HANG` (stop answering), `LONG` (switch to `l`; a later
+//! `HANG` hangs in `l`), `ALLOC <MiB>` (grow resident memory), `PANIC` (the
+//! worker panics) and `LOG <N>` (log N numbered lines at 1,000 a second);
+//! without it they answer `???`. `--fault-panic-at-start N` makes the first N
+//! workers panic as they start; `--foreign-child CMD` starts `sh -c CMD` in
+//! the supervisor and reports it with `ForeignChild`.
+//!
+//! ```text
+//! cargo run --example preforking -- 0 --babysit 1 --request-timeout 2 --fault-commands
+//! nc 127.0.0.1 <n>    # then: HANG, and watch preforking.log: INT, TERM, KILL
+//! ```
+//!
 //! Stdout protocol: exactly one line `PORT=<n>` once the listener is bound,
 //! before detaching. The launching process exits 0 once the initial pool is
 //! up (or 1 with the start-up error on stderr).

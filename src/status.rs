@@ -70,6 +70,11 @@ pub struct StatusReport {
 }
 
 impl StatusReport {
+    /// Whether workers keep dying young (spawns are backing off).
+    pub fn is_degraded(&self) -> bool {
+        self.counters.crash_streak > 0
+    }
+
     /// The `Slots [ ... ]` line.
     pub fn slots_line(&self) -> String {
         let mut line = String::from("Slots [");
@@ -132,6 +137,33 @@ impl fmt::Display for StatusReport {
                 "    Requests {}; workers spawned {}, exited {}, retired {}, killed {}; fork failures {}",
                 c.requests, c.spawned, c.exited, c.retired, c.killed, c.fork_failed
             )?;
+            if c.rogue + c.hung + c.memory + c.vanished > 0 {
+                writeln!(
+                    f,
+                    "    Babysitter: {} rogue, {} hung, {} over memory, {} slots freed",
+                    c.rogue, c.hung, c.memory, c.vanished
+                )?;
+            }
+            if let Some(last) = c.last_crash {
+                let last = if last < 0 {
+                    format!("signal {}", -last)
+                } else {
+                    format!("exit {last}")
+                };
+                if c.crash_streak > 0 {
+                    writeln!(
+                        f,
+                        "    Pool degraded: {} workers died young in a row, last {last}; spawns back off",
+                        c.crash_streak
+                    )?;
+                } else {
+                    writeln!(
+                        f,
+                        "    Young deaths {} (last {last}); pool healthy",
+                        c.crashed
+                    )?;
+                }
+            }
             if let Some(queued) = self.queued_requests {
                 writeln!(
                     f,

@@ -47,11 +47,23 @@ pub struct Args {
     pub shutdown_timeout: Option<u64>,
     pub workdir: Option<PathBuf>,
     pub ignore_pause: bool,
+    pub request_timeout: Option<u64>,
+    pub long_request_timeout: Option<u64>,
+    pub max_rss_mib: Option<u64>,
+    pub cpu_limit: Option<u64>,
+    pub cpu_share: Option<u64>,
+    pub max_restarts: Option<u64>,
+    pub restart_window: u64,
+    pub fault_commands: bool,
+    pub panic_at_start: Option<u64>,
+    pub foreign_child: Option<String>,
 }
 
 const FLAGS: &str = "[PORT] [--foreground] [--logfile PATH] [--start-children N] [--min-spare N] \
 [--max-spare N] [--max-children N] [--requests N (0: unlimited)] [--babysit SECS] [--shutdown-timeout SECS] \
-[--workdir DIR] [--ignore-pause]";
+[--workdir DIR] [--ignore-pause] [--request-timeout SECS] [--long-request-timeout SECS] [--max-rss MIB] \
+[--cpu-limit SECS] [--cpu-share PERCENT] [--max-restarts N] [--restart-window SECS] [--fault-commands] \
+[--fault-panic-at-start N] [--foreign-child SHELL-COMMAND]";
 
 fn parse(defaults: &Defaults) -> Result<Args, String> {
     let cwd = std::env::current_dir().map_err(|err| format!("current directory: {err}"))?;
@@ -68,6 +80,16 @@ fn parse(defaults: &Defaults) -> Result<Args, String> {
         shutdown_timeout: None,
         workdir: None,
         ignore_pause: false,
+        request_timeout: None,
+        long_request_timeout: None,
+        max_rss_mib: None,
+        cpu_limit: None,
+        cpu_share: None,
+        max_restarts: None,
+        restart_window: 60,
+        fault_commands: false,
+        panic_at_start: None,
+        foreign_child: None,
     };
     let mut it = std::env::args().skip(1);
     let mut port_seen = false;
@@ -95,6 +117,18 @@ fn parse(defaults: &Defaults) -> Result<Args, String> {
             "--requests" => args.requests = Some(value(&arg)?).filter(|&n| n > 0),
             "--babysit" => args.babysit = Some(value(&arg)?),
             "--shutdown-timeout" => args.shutdown_timeout = Some(value(&arg)?),
+            "--request-timeout" => args.request_timeout = Some(value(&arg)?),
+            "--long-request-timeout" => args.long_request_timeout = Some(value(&arg)?),
+            "--max-rss" => args.max_rss_mib = Some(value(&arg)?),
+            "--cpu-limit" => args.cpu_limit = Some(value(&arg)?),
+            "--cpu-share" => args.cpu_share = Some(value(&arg)?),
+            "--max-restarts" => args.max_restarts = Some(value(&arg)?),
+            "--restart-window" => args.restart_window = value(&arg)?,
+            "--fault-commands" => args.fault_commands = true,
+            "--fault-panic-at-start" => args.panic_at_start = Some(value(&arg)?),
+            "--foreign-child" => {
+                args.foreign_child = Some(it.next().ok_or("--foreign-child needs a value")?);
+            }
             "-h" | "--help" => return Err(String::new()),
             other if !other.starts_with('-') && !port_seen => {
                 port_seen = true;
@@ -147,6 +181,24 @@ pub fn main(defaults: Defaults) -> ExitCode {
     if let Some(dir) = &args.workdir {
         builder = builder.workdir(dir);
     }
+    if let Some(secs) = args.request_timeout {
+        builder = builder.request_timeout(Duration::from_secs(secs));
+    }
+    if let Some(secs) = args.long_request_timeout {
+        builder = builder.long_request_timeout(Duration::from_secs(secs));
+    }
+    if let Some(mib) = args.max_rss_mib {
+        builder = builder.max_rss(mib << 20);
+    }
+    if let Some(secs) = args.cpu_limit {
+        builder = builder.cpu_limit(Duration::from_secs(secs));
+    }
+    if let Some(percent) = args.cpu_share {
+        builder = builder.cpu_share(percent as f64);
+    }
+    if let Some(n) = args.max_restarts {
+        builder = builder.max_restarts(n as u32, Duration::from_secs(args.restart_window));
+    }
     if let Some(secs) = args.shutdown_timeout {
         builder = builder.shutdown_timeout(Duration::from_secs(secs));
     }
@@ -175,9 +227,45 @@ pub fn main(defaults: Defaults) -> ExitCode {
     let _ = std::io::stdout().flush();
     let logfile = args.logfile.clone();
     let ignore_pause = args.ignore_pause;
+    let fault_commands = args.fault_commands;
+    let panic_at_start = args.panic_at_start;
+    let foreign_child = args.foreign_child.clone();
+    // Fault injection across processes: each worker appends a byte to this
+    // file as it starts, and the first N panic.
+    let starts = args.logfile.with_extension("starts");
     let result = daemon.run(move |process: &Process| {
+        if let (true, Some(n)) = (process.is_worker(), panic_at_start) {
+            let count = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(&starts)
+                .and_then(|mut f| {
+                    f.write_all(b".")?;
+                    f.metadata()
+                })
+                .map(|m| m.len())
+                .unwrap_or(0);
+            if count <= n {
+                panic!("fault injection: worker start {count} of {n} panics");
+            }
+        }
+        if let (true, Some(command)) = (process.is_supervisor(), &foreign_child) {
+            match std::process::Command::new("sh")
+                .arg("-c")
+                .arg(command)
+                .spawn()
+            {
+                Ok(child) => {
+                    slog::info!(process.logger(), "foreign child started"; "child" => child.id());
+                    DaemonActor::from_registry()
+                        .do_send(actix_daemon::ForeignChild(child.id() as i32));
+                }
+                Err(err) => slog::error!(process.logger(), "foreign child"; "error" => %err),
+            }
+        }
         let info = Rc::new(Info {
             logfile: logfile.display().to_string(),
+            fault_commands,
         });
         let forking = matches!(
             process.config().mode(),
@@ -227,6 +315,7 @@ fn chain(err: &dyn std::error::Error) -> String {
 
 struct Info {
     logfile: String,
+    fault_commands: bool,
 }
 
 /// Fork per request: accepts in the supervisor while the daemon says
@@ -383,6 +472,7 @@ fn kernel_id() -> String {
 async fn serve(stream: TcpStream, info: &Info) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
+    let mut ballast: Vec<Vec<u8>> = Vec::new();
     while let Some(line) = lines.next_line().await? {
         let command = line.trim_end_matches('\r').trim().to_ascii_uppercase();
         let mut answer = String::new();
@@ -421,6 +511,10 @@ async fn serve(stream: TcpStream, info: &Info) -> std::io::Result<()> {
                 push("OK");
                 done = true;
             }
+            _ if info.fault_commands => match fault(&command, &mut ballast).await {
+                Some(text) => push(&text),
+                None => push("???"),
+            },
             _ => push("???"),
         }
         write.write_all(answer.as_bytes()).await?;
@@ -433,4 +527,45 @@ async fn serve(stream: TcpStream, info: &Info) -> std::io::Result<()> {
 
 fn nix_ppid() -> u32 {
     std::os::unix::process::parent_id()
+}
+
+/// The fault commands (with `--fault-commands`), so that an operator or a
+/// test can watch the babysitter work. `None`: not a fault command.
+async fn fault(command: &str, ballast: &mut Vec<Vec<u8>>) -> Option<String> {
+    let mut words = command.split_whitespace();
+    match (words.next()?, words.next()) {
+        // Burn CPU in this worker, blocking its event loop for good.
+        ("SPIN", None) => {
+            let mut x: u64 = 0;
+            loop {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+        }
+        // Stop answering while in r (or l after LONG).
+        ("HANG", None) => std::future::pending().await,
+        ("LONG", None) => {
+            DaemonActor::from_registry().do_send(UpdateStatus::Long);
+            Some("OK".into())
+        }
+        // Grow resident memory by MiB, touching every page.
+        ("ALLOC", Some(mib)) => {
+            let mib: usize = mib.parse().ok()?;
+            ballast.push(vec![1u8; mib << 20]);
+            let total: usize = ballast.iter().map(Vec::len).sum();
+            Some(format!("OK {}", total >> 20))
+        }
+        ("PANIC", None) => panic!("fault injection: PANIC command"),
+        // Log N numbered lines at 1,000 a second (for log rotation tests).
+        ("LOG", Some(n)) => {
+            let n: u64 = n.parse().ok()?;
+            let log = actix_daemon::logger();
+            let mut tick = actix_rt::time::interval(Duration::from_millis(1));
+            for seq in 0..n {
+                tick.tick().await;
+                slog::info!(log, "fault log line"; "seq" => seq);
+            }
+            Some(format!("OK {n}"))
+        }
+        _ => None,
+    }
 }
