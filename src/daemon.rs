@@ -593,7 +593,14 @@ impl Core {
             return;
         }
         self.shutting_down = true;
-        info!(self.log, "shutting down"; "reason" => reason);
+        // A fork-per-request worker ends after every request: not news.
+        if matches!(self.kind, Kind::Worker(_))
+            && matches!(self.config.mode(), Mode::ForkPerRequest { .. })
+        {
+            debug!(self.log, "shutting down"; "reason" => reason);
+        } else {
+            info!(self.log, "shutting down"; "reason" => reason);
+        }
         match self.kind {
             Kind::Supervisor(_) => self.supervisor_shutdown(ctx, reason),
             Kind::Worker(_) => {

@@ -272,7 +272,11 @@ where
         (None, None, None, init)
     };
     process::watch_forks();
-    let log = logging::init(config, o!("pid" => supervisor, "role" => "supervisor"));
+    let log = logging::init(
+        config,
+        logging::Drained::Async,
+        o!("pid" => supervisor, "role" => "supervisor"),
+    );
     let outcome = Arc::new(Mutex::new(None));
     let setup = SupervisorSetup {
         config: config.clone(),
@@ -332,6 +336,7 @@ where
     }));
     let log = logging::init(
         &boot.config,
+        logging::Drained::Sync,
         o!("pid" => pid, "role" => "worker", "slot" => slot),
     );
     let process = Process {

@@ -603,22 +603,6 @@ pub(crate) fn start_spawner<F: FnOnce(&crate::Process)>(
     }
 }
 
-fn spawner_logger(config: &Config) -> slog::Logger {
-    use slog::Drain;
-    let decorator = slog_term::PlainSyncDecorator::new(io::stderr());
-    let drain = slog_term::FullFormat::new(decorator).build().fuse();
-    let level = if config.verbose() {
-        slog::Level::Debug
-    } else {
-        slog::Level::Info
-    };
-    let drain = slog::LevelFilter::new(drain, level).fuse();
-    slog::Logger::root(
-        drain,
-        slog::o!("pid" => std::process::id(), "role" => "spawner"),
-    )
-}
-
 /// The spawner: a synchronous loop with one thread and no runtime. It forks
 /// a worker per request, and ends when the supervisor's end of the socket
 /// closes or the supervisor dies.
@@ -636,7 +620,11 @@ fn spawner_main<F: FnOnce(&crate::Process)>(
     }
     set_process_name(boot.config.alias(), "-spawner");
     ignore_signals();
-    let log = spawner_logger(&boot.config);
+    let log = crate::logging::init(
+        &boot.config,
+        crate::logging::Drained::Sync,
+        slog::o!("pid" => std::process::id(), "role" => "spawner"),
+    );
     slog::debug!(log, "spawner started");
     let mut init = Some(init);
     let mut data = vec![0u8; REQUEST_HEADER + MAX_PAYLOAD_DATA];

@@ -202,18 +202,29 @@ impl Daemon {
     /// Starts an example detached (its default) and waits until the
     /// launching process reports it ready.
     pub fn start(name: &str, args: &[&str]) -> Daemon {
+        Daemon::start_with(name, args, |_, _| {})
+    }
+
+    /// Like [`start`](Self::start), with a hook to adjust the command (and
+    /// its directory) before it runs.
+    pub fn start_with(
+        name: &str,
+        args: &[&str],
+        adjust: impl FnOnce(&mut Command, &Path),
+    ) -> Daemon {
         subreaper();
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join(format!("{name}.log"));
-        let mut child = Command::new(example(name))
+        let mut command = Command::new(example(name));
+        command
             .arg("0")
             .args(args)
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn example");
+            .stderr(Stdio::piped());
+        adjust(&mut command, dir.path());
+        let mut child = command.spawn().expect("spawn example");
         // The launching process prints PORT= and exits once the daemon is
         // ready. Read its stdout on a thread so that every wait has a deadline.
         let stdout = child.stdout.take().expect("stdout");
