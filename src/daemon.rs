@@ -1622,6 +1622,42 @@ mod tests {
     }
 
     #[test]
+    fn refills_are_paced_a_growing_number_per_window_up_to_the_cap() {
+        let mut pacer = Pacer::new();
+        let start = pacer.window_start;
+        let window = |n: u32| start + PACE_WINDOW * n;
+        let mut per_window = Vec::new();
+        // A thousand missing workers: ask for a fork as often as allowed.
+        let mut forked = 0;
+        for n in 0..12u32 {
+            let mut allowed = 0;
+            while forked < 1000 && pacer.allow(window(n), 128).is_ok() {
+                allowed += 1;
+                forked += 1;
+            }
+            per_window.push(allowed);
+        }
+        assert_eq!(
+            per_window,
+            [8, 16, 32, 64, 128, 128, 128, 128, 128, 128, 112, 0],
+            "never a thousand forks in one tick"
+        );
+        // Once the pool is whole, the rate falls back.
+        let mut quiet = Pacer::new();
+        let t = quiet.window_start;
+        for _ in 0..9 {
+            let _ = quiet.allow(t, 128);
+        }
+        assert!(quiet.allow(t, 128).is_err(), "9th in the first window");
+        let next = t + PACE_WINDOW;
+        assert!(quiet.allow(next, 128).is_ok());
+        assert_eq!(quiet.rate, 16, "doubled after a short window");
+        let calm = next + PACE_WINDOW;
+        assert!(quiet.allow(calm, 128).is_ok());
+        assert_eq!(quiet.rate, 8, "halved after a window that was not short");
+    }
+
+    #[test]
     fn nonsense_updates_are_logged_with_their_place_and_change_nothing() {
         let capture = Capture::default();
         let log = Logger::root(slog::Drain::fuse(capture.clone()), slog::o!());

@@ -612,17 +612,17 @@ mod properties {
                     }
                 }
                 // Invariants, after every step.
-                for i in 0..slots {
+                for (i, held) in used.iter().enumerate() {
                     let slot = SlotId(i);
                     let state = board.state(slot);
-                    prop_assert_eq!(state == SlotState::Empty, used[i].is_none(), "slot {} out of step", i);
+                    prop_assert_eq!(state == SlotState::Empty, held.is_none(), "slot {} out of step", i);
                     prop_assert!(" Ff.wrle".contains(state.letter()));
                     match state {
                         // The parent side of a fork: no worker pid yet.
                         SlotState::Forking => prop_assert_eq!(board.snapshot(slot).pid, 0),
                         SlotState::Empty => prop_assert_eq!(board.snapshot(slot).pid, 0),
                         // Any other letter is a live worker with its pid.
-                        _ => prop_assert_eq!(Some(board.snapshot(slot).pid), used[i]),
+                        _ => prop_assert_eq!(Some(board.snapshot(slot).pid), *held),
                     }
                     if !prefork {
                         prop_assert!(!state.is_idle(), "a fork-per-request worker never waits");

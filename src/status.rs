@@ -317,3 +317,102 @@ impl fmt::Display for PeekReport {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{SlotId, SlotSnapshot, SlotState};
+
+    fn report(counters: Counters) -> StatusReport {
+        StatusReport {
+            alias: "test".into(),
+            mode: "Pre-forking server",
+            role: Role::Worker,
+            pid: 2,
+            supervisor_pid: 1,
+            slot: Some(1),
+            limits: Some(PoolLimits {
+                max_children: 3,
+                min_spare: Some(1),
+                max_spare: Some(2),
+                requests: None,
+            }),
+            slots: [SlotState::Req, SlotState::Wait, SlotState::Empty]
+                .into_iter()
+                .enumerate()
+                .map(|(i, state)| SlotSnapshot {
+                    slot: SlotId(i),
+                    state,
+                    pid: if state == SlotState::Empty {
+                        0
+                    } else {
+                        10 + i as i32
+                    },
+                    requests: 0,
+                    in_state_ms: 1500,
+                })
+                .collect(),
+            counters,
+            queued_requests: None,
+            paused: None,
+            shutting_down: false,
+        }
+    }
+
+    #[test]
+    fn the_layout_of_the_examples_protocol() {
+        let text = report(Counters::default()).to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "actix_daemon::DaemonActor");
+        assert_eq!(lines[1], "    Pre-forking server, we are a child");
+        assert!(lines.contains(&"    Slots [ r w   ]"), "{text}");
+        assert!(
+            !text.contains("degraded") && !text.contains("Babysitter"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_degraded_pool_says_so_with_the_last_exit_status() {
+        let degraded = report(Counters {
+            crashed: 3,
+            crash_streak: 3,
+            last_crash: Some(101),
+            hung: 1,
+            ..Counters::default()
+        });
+        assert!(degraded.is_degraded());
+        let text = degraded.to_string();
+        assert!(
+            text.contains(
+                "    Pool degraded: 3 workers died young in a row, last exit 101; spawns back off"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("    Babysitter: 0 rogue, 1 hung, 0 over memory, 0 slots freed"),
+            "{text}"
+        );
+        let killed = report(Counters {
+            crashed: 1,
+            crash_streak: 0,
+            last_crash: Some(-9),
+            ..Counters::default()
+        })
+        .to_string();
+        assert!(
+            killed.contains("    Young deaths 1 (last signal 9); pool healthy"),
+            "{killed}"
+        );
+    }
+
+    #[test]
+    fn reports_serialise_for_machines() {
+        let json = serde_json::to_value(report(Counters::default())).unwrap();
+        assert_eq!(json["mode"], "Pre-forking server");
+        assert_eq!(json["role"], "worker");
+        assert_eq!(json["slots"][0]["state"], "req");
+        assert_eq!(json["slots"][0]["pid"], 10);
+        assert_eq!(json["counters"]["crash_streak"], 0);
+    }
+}
