@@ -327,7 +327,7 @@ impl Policy {
 }
 
 /// The supervisor's babysitter: started by its `DaemonActor` when `babysit`
-/// is set, runs the [`Policy`] every interval and carries out its actions.
+/// is set, runs the babysitting rules (see the module docs and the book) every interval and carries out its actions.
 pub struct BabysitterActor {
     policy: Policy,
     board: Scoreboard,
