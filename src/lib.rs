@@ -100,6 +100,8 @@ mod scoreboard;
 mod signals;
 mod state;
 mod status;
+#[cfg(feature = "web")]
+pub mod web;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};

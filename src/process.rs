@@ -22,8 +22,9 @@
 //! The supervisor is a child subreaper (`PR_SET_CHILD_SUBREAPER`): workers, the
 //! spawner, foreign children and any orphaned descendant are its children, and
 //! it reaps them all with `waitpid(-1, WNOHANG)` in a loop on every `SIGCHLD`
-//! and on a one-second sweep. The spawner reaps its short-lived intermediate
-//! at once. Workers reap only the foreign children registered with them.
+//! and on a one-second sweep. The spawner ignores `SIGCHLD`, so the kernel
+//! reaps its short-lived intermediates as they exit. Workers reap only the
+//! foreign children registered with them.
 
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
@@ -340,9 +341,11 @@ pub(crate) fn forks_after_runtime() -> u64 {
     FORKS_AFTER_RUNTIME.load(Ordering::Relaxed)
 }
 
-/// Restores the default action of the signals the spawner ignores.
+/// Restores the default action of the signals the spawner ignores (and of
+/// SIGCHLD, which it ignores to have its intermediates reaped by the kernel).
 fn default_signals() {
     for sig in [
+        Signal::SIGCHLD,
         Signal::SIGINT,
         Signal::SIGTERM,
         Signal::SIGHUP,
@@ -620,6 +623,10 @@ fn spawner_main<F: FnOnce(&crate::Process)>(
     }
     set_process_name(boot.config.alias(), "-spawner");
     ignore_signals();
+    // SAFETY: SIG_IGN installs no handler code; the spawner is
+    // single-threaded. Ignoring SIGCHLD makes the kernel reap the
+    // intermediates, so the spawner never waits and never leaves a zombie.
+    let _ = unsafe { signal(Signal::SIGCHLD, SigHandler::SigIgn) };
     let log = crate::logging::init(
         &boot.config,
         crate::logging::Drained::Sync,
@@ -690,10 +697,12 @@ fn spawner_main<F: FnOnce(&crate::Process)>(
         // SAFETY: fork site "spawner loop", first fork (the intermediate):
         // the spawner has one thread and never built a runtime.
         match unsafe { nix::unistd::fork() } {
-            Ok(ForkResult::Parent { child }) => {
+            Ok(ForkResult::Parent { .. }) => {
+                // The intermediate exits right after its own fork; with
+                // SIGCHLD ignored the kernel reaps it, and the spawner is
+                // free for the next request at once (no wait4: about
+                // 150 us less per request, benches/fork_shape.rs).
                 drop(payload);
-                // The intermediate exits right after its own fork.
-                while let Err(Errno::EINTR) = waitpid(child, None) {}
             }
             Ok(ForkResult::Child) => {
                 // SAFETY: fork site "spawner loop", second fork (the worker):

@@ -1,0 +1,3 @@
+//! A hello-world actix-web application on a pre-forked pool.
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! actix-web applications on a pre-forked pool (the `web` feature).
