@@ -25,6 +25,10 @@
 //! request: keep accepting at max_children, to exercise the daemon's queue). A bad flag or value prints an error and exits with status 2 before
 //! anything starts.
 //!
+//! Operations: `--pidfile PATH` (locked; a second instance refuses to
+//! start), `--user NAME` and `--group NAME` (drop privileges),
+//! `--privileges workers|all` (which processes drop them; default workers).
+//!
 //! Babysitting and fault injection (see the book's babysitting chapter):
 //! `--babysit SECS` turns the babysitter on, with limits `--request-timeout
 //! SECS`, `--long-request-timeout SECS`, `--max-rss MIB`, `--cpu-limit SECS`

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::babysitter::BabysitLimits;
 use crate::error::{Error, Result};
+use crate::ops::PrivilegeScope;
 
 /// How the daemon runs its work: one process, one worker per request, or a
 /// pre-forked pool.
@@ -82,6 +83,10 @@ pub struct Config {
     pub(crate) workdir: PathBuf,
     pub(crate) umask: u32,
     pub(crate) crash: CrashPolicy,
+    pub(crate) pidfile: Option<PathBuf>,
+    pub(crate) user: Option<String>,
+    pub(crate) group: Option<String>,
+    pub(crate) privileges: PrivilegeScope,
 }
 
 /// How the supervisor reacts to workers that die young, and how fast it forks.
@@ -130,6 +135,22 @@ impl Config {
     /// Crash-loop backoff and spawn pacing.
     pub fn crash_policy(&self) -> CrashPolicy {
         self.crash
+    }
+    /// The pidfile, if any.
+    pub fn pidfile(&self) -> Option<&Path> {
+        self.pidfile.as_deref()
+    }
+    /// The user to drop privileges to, if any.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+    /// The group to drop privileges to, if any.
+    pub fn group(&self) -> Option<&str> {
+        self.group.as_deref()
+    }
+    /// Which processes drop privileges.
+    pub fn privilege_scope(&self) -> PrivilegeScope {
+        self.privileges
     }
     /// How long shutdown waits after TERM before it KILLs.
     pub fn shutdown_timeout(&self) -> Duration {
@@ -184,6 +205,10 @@ pub struct DaemonBuilder {
     workdir: PathBuf,
     umask: u32,
     crash: CrashPolicy,
+    pidfile: Option<PathBuf>,
+    user: Option<String>,
+    group: Option<String>,
+    privileges: PrivilegeScope,
 }
 
 impl Default for DaemonBuilder {
@@ -212,6 +237,10 @@ impl Default for DaemonBuilder {
                 max_restarts: None,
                 max_spawn_rate: 128,
             },
+            pidfile: None,
+            user: None,
+            group: None,
+            privileges: PrivilegeScope::Workers,
         }
     }
 }
@@ -368,6 +397,35 @@ impl DaemonBuilder {
         self
     }
 
+    /// A pidfile: locked for the daemon's life (a second instance refuses to
+    /// start), written with the supervisor's pid after detaching, removed at
+    /// exit. Default: none.
+    pub fn pidfile(mut self, path: impl Into<PathBuf>) -> Self {
+        self.pidfile = Some(path.into());
+        self
+    }
+
+    /// Drop privileges to this user (and its groups). Names are resolved
+    /// before anything forks; the log file and pidfile are given to the user
+    /// so that they stay reopenable. Default: keep the privileges.
+    pub fn user(mut self, name: impl Into<String>) -> Self {
+        self.user = Some(name.into());
+        self
+    }
+
+    /// Drop privileges to this group (default: the user's group).
+    pub fn group(mut self, name: impl Into<String>) -> Self {
+        self.group = Some(name.into());
+        self
+    }
+
+    /// Which processes drop privileges. Default
+    /// [`PrivilegeScope::Workers`]: the spawner and the workers.
+    pub fn privileges(mut self, scope: PrivilegeScope) -> Self {
+        self.privileges = scope;
+        self
+    }
+
     /// Derives the defaults and validates the parameters.
     ///
     /// # Errors
@@ -419,6 +477,10 @@ impl DaemonBuilder {
             workdir: self.workdir,
             umask: self.umask,
             crash: self.crash,
+            pidfile: self.pidfile,
+            user: self.user,
+            group: self.group,
+            privileges: self.privileges,
         }))
     }
 

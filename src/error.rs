@@ -76,6 +76,33 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The pidfile could not be opened, locked or written.
+    #[error("cannot use pidfile {}", path.display())]
+    Pidfile {
+        /// The pidfile's path.
+        path: PathBuf,
+        /// What the system said.
+        #[source]
+        source: io::Error,
+    },
+    /// Another daemon holds the pidfile's lock: it is running.
+    #[error("another instance is running: pidfile {} is locked{}", path.display(),
+        pid.map(|p| format!(" by pid {p}")).unwrap_or_default())]
+    PidfileLocked {
+        /// The pidfile's path.
+        path: PathBuf,
+        /// The pid written in it, if readable.
+        pid: Option<i32>,
+    },
+    /// The user to drop privileges to does not exist.
+    #[error("unknown user {0:?}")]
+    UnknownUser(String),
+    /// The group to drop privileges to does not exist.
+    #[error("unknown group {0:?}")]
+    UnknownGroup(String),
+    /// After dropping privileges, root could be regained.
+    #[error("privileges were not dropped: setuid(0) still succeeds")]
+    PrivilegesKept,
     /// `run` was called from inside a tokio runtime (such as `#[actix_rt::main]`).
     #[error(
         "run was called inside a tokio runtime: call it from a plain main, a process that has used tokio must not fork"

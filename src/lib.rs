@@ -94,6 +94,7 @@ pub struct ReadmeDoctests;
 mod error;
 mod logging;
 mod messages;
+mod ops;
 mod payload;
 mod process;
 mod scoreboard;
@@ -118,6 +119,7 @@ pub use crate::logging::logger;
 pub use crate::messages::{
     DaemonSignal, ForeignChild, Peek, Shutdown, Status, Subscribe, Unsubscribe, UpdateStatus,
 };
+pub use crate::ops::PrivilegeScope;
 pub use crate::payload::{MAX_PAYLOAD_DATA, MAX_PAYLOAD_FDS, Payload};
 pub use crate::process::{EXIT_ORPHAN, EXIT_PANIC, EXIT_RUNTIME};
 pub use crate::scoreboard::{Counters, SlotId, SlotSnapshot};
@@ -223,15 +225,45 @@ impl Daemon {
                 std::env::current_dir().map_err(|err| Error::sys("current directory", err))?;
             *path = cwd.join(&*path);
         }
+        if let Some(path) = config.pidfile.as_mut()
+            && path.is_relative()
+        {
+            let cwd =
+                std::env::current_dir().map_err(|err| Error::sys("current directory", err))?;
+            *path = cwd.join(&*path);
+        }
+        let privileges =
+            ops::Privileges::resolve(config.user(), config.group(), config.privilege_scope())?;
+        let mut pidfile = config.pidfile().map(ops::Pidfile::lock).transpose()?;
         let log_file = config.logfile().map(process::open_logfile).transpose()?;
+        if let Some(p) = &privileges {
+            let (uid, gid) = p.owner();
+            let _ = process::LOG_OWNER.set((uid.map(|u| u.as_raw()), gid.as_raw()));
+            if let Some(file) = &log_file {
+                nix::unistd::fchown(file, uid, Some(gid))
+                    .map_err(|err| Error::sys("chown log file", err))?;
+            }
+            if let (Some(pidfile), Some(uid)) = (&pidfile, uid) {
+                pidfile.chown(uid, gid)?;
+            }
+        }
         let config = Arc::new(config);
-        let notifier = if config.detach() {
+        let mut notifier = if config.detach() {
             Some(process::detach(&config)?)
         } else {
             None
         };
-        let mut notifier = notifier;
-        let result = run_supervisor(&config, log_file, &mut notifier, init);
+        let result = match pidfile.as_mut().map(ops::Pidfile::write_pid) {
+            Some(Err(err)) => Err(err),
+            _ => run_supervisor(
+                &config,
+                log_file,
+                &mut notifier,
+                pidfile.as_ref().and_then(ops::Pidfile::raw_fd),
+                privileges,
+                init,
+            ),
+        };
         if let (Err(err), Some(n)) = (&result, notifier.as_mut()) {
             n.failed(&process::error_chain(err));
         }
@@ -243,6 +275,8 @@ fn run_supervisor<F>(
     config: &Arc<Config>,
     log_file: Option<std::fs::File>,
     notifier: &mut Option<ReadyNotifier>,
+    pidfile_fd: Option<std::os::fd::RawFd>,
+    privileges: Option<ops::Privileges>,
     init: F,
 ) -> Result<()>
 where
@@ -253,6 +287,13 @@ where
             .map_err(|err| Error::sys("redirect output to log file", err))?;
     }
     drop(log_file);
+    let spawner_privileges = match privileges {
+        Some(p) if p.scope == PrivilegeScope::All => {
+            p.drop_now()?;
+            None
+        }
+        other => other,
+    };
     let mode = config.mode().clone();
     let supervisor = std::process::id();
     let (board, wake, spawner, init) = if mode.has_workers() {
@@ -264,10 +305,17 @@ where
             board: board.clone(),
             wake: wake.clone(),
             supervisor: supervisor as i32,
+            privileges: spawner_privileges,
         };
         // The spawner must not hold the readiness pipe, or the launching
-        // process would not see the supervisor die.
-        let close = notifier.as_ref().and_then(ReadyNotifier::raw_fd);
+        // process would not see the supervisor die; nor the pidfile, whose
+        // lock only the supervisor's life should keep.
+        let close: Vec<_> = notifier
+            .as_ref()
+            .and_then(ReadyNotifier::raw_fd)
+            .into_iter()
+            .chain(pidfile_fd)
+            .collect();
         let (link, init) = process::start_spawner(boot, close, worker_main::<F>, init)?;
         (Some(board), Some(wake), Some(link), init)
     } else {

@@ -99,10 +99,24 @@ pub(crate) fn redirect_output(log: &File) -> io::Result<()> {
     Ok(())
 }
 
+/// Who should own the log file when privileges are dropped (uid, gid).
+pub(crate) static LOG_OWNER: std::sync::OnceLock<(Option<u32>, u32)> = std::sync::OnceLock::new();
+
 /// Reopens the log file (after a rename, on HUP) and points stdout and
 /// stderr at the new one. Every process of the daemon does this itself.
 pub(crate) fn reopen_logfile(path: &Path) -> Result<()> {
     let file = open_logfile(path)?;
+    // A new file created by a privileged supervisor must stay writable by
+    // workers that dropped their privileges.
+    if let Some((uid, gid)) = LOG_OWNER.get()
+        && nix::unistd::geteuid().is_root()
+    {
+        let _ = nix::unistd::fchown(
+            &file,
+            uid.map(nix::unistd::Uid::from_raw),
+            Some(nix::unistd::Gid::from_raw(*gid)),
+        );
+    }
     redirect_output(&file).map_err(|err| Error::sys("redirect output to log file", err))
 }
 
@@ -542,6 +556,7 @@ pub(crate) struct WorkerBoot {
     pub(crate) board: Scoreboard,
     pub(crate) wake: std::sync::Arc<Wake>,
     pub(crate) supervisor: i32,
+    pub(crate) privileges: Option<crate::ops::Privileges>,
 }
 
 /// What a worker's process runs once it is set up: builds the worker's actix
@@ -551,12 +566,12 @@ pub(crate) type WorkerMain<F> = fn(&WorkerBoot, SlotId, Option<Payload>, F) -> i
 /// Forks the spawner. In the supervisor, returns the link; in the spawner,
 /// never returns.
 ///
-/// `close_in_spawner` is a descriptor the spawner must not hold (the
-/// readiness pipe), so that the supervisor's death is seen. The supervisor
+/// `close_in_spawner` are descriptors the spawner must not hold (the
+/// readiness pipe, the pidfile). The supervisor
 /// gets `init` back, to call its own copy.
 pub(crate) fn start_spawner<F: FnOnce(&crate::Process)>(
     boot: WorkerBoot,
-    close_in_spawner: Option<RawFd>,
+    close_in_spawner: Vec<RawFd>,
     worker_main: WorkerMain<F>,
     init: F,
 ) -> Result<(SpawnerLink, F)> {
@@ -591,11 +606,11 @@ pub(crate) fn start_spawner<F: FnOnce(&crate::Process)>(
         }
         ForkResult::Child => {
             drop(sup_end);
-            if let Some(fd) = close_in_spawner {
+            for fd in close_in_spawner {
                 // SAFETY: this is the spawner's copy of the supervisor's
-                // readiness pipe; the `ReadyNotifier` that owns the number in
-                // this process's memory is never used or dropped here (the
-                // spawner ends with `_exit`), so this is its only owner.
+                // readiness pipe or pidfile; the value that owns the number
+                // in this process's memory is never used or dropped here
+                // (the spawner ends with `_exit`), so this is its only owner.
                 drop(unsafe { OwnedFd::from_raw_fd(fd) });
             }
             let code = spawner_main(boot, spawner_end, worker_main, init);
@@ -615,6 +630,13 @@ fn spawner_main<F: FnOnce(&crate::Process)>(
     worker_main: WorkerMain<F>,
     init: F,
 ) -> i32 {
+    // Privileges first: a credential change clears PR_SET_PDEATHSIG.
+    if let Some(privileges) = &boot.privileges
+        && let Err(err) = privileges.drop_now()
+    {
+        eprintln!("spawner: cannot drop privileges: {}", error_chain(&err));
+        return 1;
+    }
     // The spawner must not outlive the supervisor. PR_SET_PDEATHSIG set
     // after the parent died never fires, so check the parent after setting it.
     let _ = prctl::set_pdeathsig(Signal::SIGKILL);

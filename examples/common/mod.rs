@@ -57,13 +57,18 @@ pub struct Args {
     pub fault_commands: bool,
     pub panic_at_start: Option<u64>,
     pub foreign_child: Option<String>,
+    pub pidfile: Option<PathBuf>,
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub privileges_all: bool,
 }
 
 const FLAGS: &str = "[PORT] [--foreground] [--logfile PATH] [--start-children N] [--min-spare N] \
 [--max-spare N] [--max-children N] [--requests N (0: unlimited)] [--babysit SECS] [--shutdown-timeout SECS] \
 [--workdir DIR] [--ignore-pause] [--request-timeout SECS] [--long-request-timeout SECS] [--max-rss MIB] \
 [--cpu-limit SECS] [--cpu-share PERCENT] [--max-restarts N] [--restart-window SECS] [--fault-commands] \
-[--fault-panic-at-start N] [--foreign-child SHELL-COMMAND]";
+[--fault-panic-at-start N] [--foreign-child SHELL-COMMAND] [--pidfile PATH] [--user NAME] [--group NAME] \
+[--privileges workers|all]";
 
 fn parse(defaults: &Defaults) -> Result<Args, String> {
     let cwd = std::env::current_dir().map_err(|err| format!("current directory: {err}"))?;
@@ -90,6 +95,10 @@ fn parse(defaults: &Defaults) -> Result<Args, String> {
         fault_commands: false,
         panic_at_start: None,
         foreign_child: None,
+        pidfile: None,
+        user: None,
+        group: None,
+        privileges_all: false,
     };
     let mut it = std::env::args().skip(1);
     let mut port_seen = false;
@@ -125,6 +134,17 @@ fn parse(defaults: &Defaults) -> Result<Args, String> {
             "--max-restarts" => args.max_restarts = Some(value(&arg)?),
             "--restart-window" => args.restart_window = value(&arg)?,
             "--fault-commands" => args.fault_commands = true,
+            "--pidfile" => {
+                let v = it.next().ok_or("--pidfile needs a value")?;
+                args.pidfile = Some(cwd.join(v));
+            }
+            "--user" => args.user = Some(it.next().ok_or("--user needs a value")?),
+            "--group" => args.group = Some(it.next().ok_or("--group needs a value")?),
+            "--privileges" => match it.next().as_deref() {
+                Some("all") => args.privileges_all = true,
+                Some("workers") => args.privileges_all = false,
+                other => return Err(format!("--privileges: {other:?} is not workers or all")),
+            },
             "--fault-panic-at-start" => args.panic_at_start = Some(value(&arg)?),
             "--foreign-child" => {
                 args.foreign_child = Some(it.next().ok_or("--foreign-child needs a value")?);
@@ -180,6 +200,18 @@ pub fn main(defaults: Defaults) -> ExitCode {
     }
     if let Some(dir) = &args.workdir {
         builder = builder.workdir(dir);
+    }
+    if let Some(path) = &args.pidfile {
+        builder = builder.pidfile(path);
+    }
+    if let Some(user) = &args.user {
+        builder = builder.user(user);
+    }
+    if let Some(group) = &args.group {
+        builder = builder.group(group);
+    }
+    if args.privileges_all {
+        builder = builder.privileges(actix_daemon::PrivilegeScope::All);
     }
     if let Some(secs) = args.request_timeout {
         builder = builder.request_timeout(Duration::from_secs(secs));
