@@ -25,6 +25,11 @@
 //! request: keep accepting at max_children, to exercise the daemon's queue). A bad flag or value prints an error and exits with status 2 before
 //! anything starts.
 //!
+//! Under systemd it takes its listener from socket activation (`LISTEN_FDS`)
+//! if there is one, and speaks the notify protocol when `NOTIFY_SOCKET` is
+//! set; `kill -USR1` replaces every worker, `kill -TTIN` / `kill -TTOU` add or
+//! remove a spare.
+//!
 //! Operations: `--pidfile PATH` (locked; a second instance refuses to
 //! start), `--user NAME` and `--group NAME` (drop privileges),
 //! `--privileges workers|all` (which processes drop them; default workers).

@@ -114,6 +114,12 @@ struct Sup {
     pacer: Pacer,
     wake_at: Option<Instant>,
     acked: bool,
+    /// The pool's spare targets now (TTIN/TTOU move them).
+    spares: Option<(usize, usize)>,
+    /// Workers of before a graceful reload, still to be replaced.
+    reloading: Option<HashSet<i32>>,
+    systemd: Option<crate::systemd::Notify>,
+    last_summary: String,
 }
 
 /// Young deaths: backoff and give-up.
@@ -258,6 +264,10 @@ impl DaemonActor {
                     pacer: Pacer::new(),
                     wake_at: None,
                     acked: false,
+                    spares: None,
+                    reloading: None,
+                    systemd: crate::systemd::Notify::from_env(),
+                    last_summary: String::new(),
                 })),
             })),
         }
@@ -302,7 +312,8 @@ impl Actor for DaemonActor {
         let Some(core) = self.core.as_deref_mut() else {
             return;
         };
-        crate::signals::listen(ctx.address(), &core.log);
+        let supervisor = matches!(core.kind, Kind::Supervisor(_));
+        crate::signals::listen(ctx.address(), &core.log, supervisor);
         core.life.started = true;
         core.broadcast(DaemonSignal::Start);
         match &core.kind {
@@ -406,8 +417,18 @@ impl Core {
             }),
             Mode::PreFork(p) => Some(PoolLimits {
                 max_children: p.max_children,
-                min_spare: Some(p.min_spare),
-                max_spare: Some(p.max_spare),
+                min_spare: Some(
+                    self.board
+                        .as_ref()
+                        .and_then(Scoreboard::spares)
+                        .map_or(p.min_spare, |s| s.0),
+                ),
+                max_spare: Some(
+                    self.board
+                        .as_ref()
+                        .and_then(Scoreboard::spares)
+                        .map_or(p.max_spare, |s| s.1),
+                ),
                 requests: p.requests.map(|n| n.get()),
             }),
         };
@@ -585,6 +606,9 @@ impl Core {
                 info!(self.log, "peek (SIGUSR2)\n{}", report);
             }
             OsSignal::Chld => self.reap(ctx),
+            OsSignal::Usr1 => self.reload(ctx),
+            OsSignal::Ttin => self.resize(1),
+            OsSignal::Ttou => self.resize(-1),
         }
     }
 
@@ -782,8 +806,27 @@ impl Core {
                 }
             }));
         }
+        if let Some(interval) = crate::systemd::watchdog_interval()
+            && self.sup().systemd.is_some()
+        {
+            // Only while this loop runs and the pool is not degraded.
+            ctx.run_interval(interval / 2, |act, _ctx| {
+                if let Some(core) = act.core.as_deref_mut() {
+                    let degraded = core
+                        .board
+                        .as_ref()
+                        .is_some_and(|b| b.counters().crash_streak > 0);
+                    if !degraded && !core.shutting_down {
+                        if let Some(sd) = &core.sup().systemd {
+                            sd.send("WATCHDOG=1");
+                        }
+                    }
+                }
+            });
+        }
         ctx.run_interval(SWEEP, |act, ctx| {
             if let Some(core) = act.core.as_deref_mut() {
+                core.notify_status();
                 core.reap(ctx);
                 core.sup()
                     .unclaimed
@@ -813,7 +856,118 @@ impl Core {
         if let Some(mut n) = self.sup().notifier.take() {
             n.ready();
         }
+        let summary = self.summary();
+        let pid = self.pid;
+        if let Some(sd) = &self.sup().systemd {
+            sd.send(&format!("READY=1\nSTATUS={summary}\nMAINPID={pid}"));
+        }
+        self.sup().last_summary = summary;
         info!(self.log, "daemon ready");
+    }
+
+    /// One line for systemd's STATUS=.
+    fn summary(&mut self) -> String {
+        let mode = self.config.mode().describe();
+        let Some(board) = self.board.clone() else {
+            return format!("{mode}, running");
+        };
+        let tally = board.tally();
+        let idle = tally[SlotState::FirstWait as usize] + tally[SlotState::Wait as usize];
+        let busy = tally[SlotState::Req as usize] + tally[SlotState::Long as usize];
+        let workers = board.len() - tally[SlotState::Empty as usize];
+        let c = board.counters();
+        let mut line = format!(
+            "{mode}: {workers} workers ({idle} waiting, {busy} busy), {} requests",
+            c.requests
+        );
+        if c.crash_streak > 0 {
+            line.push_str(&format!(
+                ", degraded ({} young deaths in a row)",
+                c.crash_streak
+            ));
+        }
+        if self.sup().reloading.is_some() {
+            line.push_str(", reloading");
+        }
+        line
+    }
+
+    /// Sends STATUS= when the summary changed (on the sweep).
+    fn notify_status(&mut self) {
+        if self.sup().systemd.is_none() || self.sup().notifier.is_some() {
+            return;
+        }
+        let summary = self.summary();
+        let s = self.sup();
+        if summary != s.last_summary {
+            if let Some(sd) = &s.systemd {
+                sd.send(&format!("STATUS={summary}"));
+            }
+            s.last_summary = summary;
+        }
+    }
+
+    /// SIGUSR1: replace every worker by a fresh one. Old workers get TERM:
+    /// each finishes its request and exits; they stop counting as spares at
+    /// once, so the pool forks their replacements meanwhile. Connections
+    /// wait in the listen queue; none is dropped.
+    fn reload(&mut self, ctx: &mut Context<DaemonActor>) {
+        if !matches!(self.kind, Kind::Supervisor(_)) || self.shutting_down {
+            return;
+        }
+        if let Some(sd) = &self.sup().systemd {
+            sd.send("RELOADING=1");
+        }
+        let old: HashSet<i32> = self.sup().workers.keys().copied().collect();
+        info!(self.log, "graceful reload: replacing every worker"; "workers" => old.len());
+        for &pid in &old {
+            self.sup().retiring.insert(pid);
+            process::send_signal(pid, Signal::SIGTERM);
+        }
+        self.sup().reloading = Some(old);
+        self.after_change(ctx);
+    }
+
+    fn check_reloaded(&mut self) {
+        let s = self.sup();
+        let Some(old) = &mut s.reloading else {
+            return;
+        };
+        old.retain(|pid| s.workers.contains_key(pid));
+        if old.is_empty() {
+            s.reloading = None;
+            info!(self.log, "graceful reload complete");
+            let summary = self.summary();
+            if let Some(sd) = &self.sup().systemd {
+                sd.send(&format!("READY=1\nSTATUS={summary}"));
+            }
+        }
+    }
+
+    /// SIGTTIN (+1) / SIGTTOU (-1): move both spare targets, within
+    /// 1..=max_children and keeping min_spare <= max_spare.
+    fn resize(&mut self, by: isize) {
+        let Mode::PreFork(pool) = *self.config.mode() else {
+            warn!(self.log, "resize ignored: not a pre-forked pool");
+            return;
+        };
+        let (min, max) = self
+            .sup()
+            .spares
+            .unwrap_or((pool.min_spare, pool.max_spare));
+        let clamp = |v: usize| v.clamp(1, pool.max_children);
+        let (min, max) = (
+            clamp(min.saturating_add_signed(by)),
+            clamp(max.saturating_add_signed(by)),
+        );
+        let (min, max) = (min.min(max), max.max(min));
+        self.sup().spares = Some((min, max));
+        if let Some(board) = &self.board {
+            board.set_spares(min, max);
+        }
+        info!(self.log, "pool resized"; "min_spare" => min, "max_spare" => max,
+            "signal" => if by > 0 { "SIGTTIN" } else { "SIGTTOU" });
+        self.manage_pool();
     }
 
     /// Whether a fork may happen now (crash backoff, and pacing for pool
@@ -1140,6 +1294,7 @@ impl Core {
             return;
         }
         self.check_recovered();
+        self.check_reloaded();
         match self.config.mode() {
             Mode::PreFork(_) => self.manage_pool(),
             Mode::ForkPerRequest { .. } => self.drain_queue(),
@@ -1157,7 +1312,7 @@ impl Core {
     }
 
     fn manage_pool(&mut self) {
-        let Mode::PreFork(pool) = *self.config.mode() else {
+        let Mode::PreFork(mut pool) = *self.config.mode() else {
             return;
         };
         let Some(board) = self.board.clone() else {
@@ -1165,6 +1320,10 @@ impl Core {
         };
         if self.shutting_down {
             return;
+        }
+        if let Some((min, max)) = self.sup().spares {
+            pool.min_spare = min;
+            pool.max_spare = max;
         }
         let tally = board.tally();
         // Spares already told to retire are not spares any more, even
@@ -1272,6 +1431,9 @@ impl Core {
     fn supervisor_shutdown(&mut self, ctx: &mut Context<DaemonActor>, reason: &str) {
         if let Some(board) = &self.board {
             board.set_shutdown();
+        }
+        if let Some(sd) = &self.sup().systemd {
+            sd.send(&format!("STOPPING=1\nSTATUS=stopping: {reason}"));
         }
         if self.sup().notifier.is_some() {
             let message = format!("daemon shut down before it was ready ({reason})");

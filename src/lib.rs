@@ -101,6 +101,7 @@ mod scoreboard;
 mod signals;
 mod state;
 mod status;
+mod systemd;
 #[cfg(feature = "web")]
 pub mod web;
 
@@ -125,6 +126,7 @@ pub use crate::process::{EXIT_ORPHAN, EXIT_PANIC, EXIT_RUNTIME};
 pub use crate::scoreboard::{Counters, SlotId, SlotSnapshot};
 pub use crate::state::{ParseSlotStateError, SlotState};
 pub use crate::status::{PeekReport, PoolLimits, Role, StatusReport, SubscriberInfo};
+pub use crate::systemd::listen_fds;
 
 use crate::daemon::{SupervisorSetup, WorkerSetup};
 use crate::process::{ReadyNotifier, Wake, WorkerBoot};

@@ -115,4 +115,7 @@ pub(crate) enum OsSignal {
     Hup,
     Usr2,
     Chld,
+    Usr1,
+    Ttin,
+    Ttou,
 }

@@ -264,6 +264,43 @@ pub(crate) fn check_workdir(config: &Config) -> Result<()> {
     }
 }
 
+/// Takes the sockets of systemd socket activation (see
+/// [`crate::listen_fds`]).
+pub(crate) fn take_listen_fds() -> Vec<OwnedFd> {
+    let mine = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        == Some(std::process::id());
+    let count: i32 = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    // The variables are removed so that the sockets are taken once, but
+    // only while no other thread can be reading the environment.
+    if check_preconditions().is_ok() {
+        for var in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+            // SAFETY: this process has one thread (checked just above), so
+            // nothing reads or writes the environment concurrently.
+            unsafe { std::env::remove_var(var) };
+        }
+    }
+    if !mine || count <= 0 {
+        return Vec::new();
+    }
+    (3..3 + count)
+        .filter(|&fd| {
+            // SAFETY: the descriptor is only borrowed for this call; if it
+            // is not open, fcntl fails with EBADF and it is skipped.
+            let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            fcntl(borrowed, FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC)).is_ok()
+        })
+        // SAFETY: the service manager passed these open descriptors to this
+        // process (LISTEN_PID matches) for it to own, starting at 3; nothing
+        // else in the process owns them.
+        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+        .collect()
+}
+
 // ---------------------------------------------------------------------------
 // Small process helpers.
 

@@ -61,6 +61,8 @@ struct Header {
     vanished: AtomicU64,
     crashed: AtomicU64,
     last_crash: AtomicI32,
+    min_spare: AtomicU32,
+    max_spare: AtomicU32,
 }
 
 /// One worker's slot. 64 bytes and aligned to a cache line, so that workers
@@ -412,6 +414,20 @@ impl Scoreboard {
     /// Supervisor: the pool recovered.
     pub(crate) fn clear_crash_streak(&self) {
         self.header().crash_streak.store(0, Ordering::Relaxed);
+    }
+
+    /// Supervisor: publishes the spare targets (they change with TTIN/TTOU).
+    pub(crate) fn set_spares(&self, min: usize, max: usize) {
+        let h = self.header();
+        h.min_spare.store(min as u32, Ordering::Relaxed);
+        h.max_spare.store(max as u32, Ordering::Relaxed);
+    }
+
+    /// The current spare targets, if published.
+    pub(crate) fn spares(&self) -> Option<(usize, usize)> {
+        let h = self.header();
+        let max = h.max_spare.load(Ordering::Relaxed) as usize;
+        (max > 0).then(|| (h.min_spare.load(Ordering::Relaxed) as usize, max))
     }
 
     /// Supervisor: tells workers that start from now on to exit at once.

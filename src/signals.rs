@@ -11,6 +11,8 @@
 //! | `SIGHUP` | reopen the log file, `Hup` to subscribers, HUP to every worker | reopen the log file, `Hup` to subscribers |
 //! | `SIGUSR2` | the verbose peek report goes to the log | the same, for the worker |
 //! | `SIGCHLD` | reap every exited child | reap registered foreign children |
+//! | `SIGUSR1` | graceful reload: every worker is replaced by a fresh one (pre-fork) | default action |
+//! | `SIGTTIN`, `SIGTTOU` | one more, one fewer spare: `min_spare` and `max_spare` up or down by one, within `max_children` (pre-fork) | default action |
 //!
 //! Caveats, as for any tokio signal stream: signals of one kind that arrive
 //! close together may be coalesced into one message; and once a process
@@ -30,14 +32,27 @@ use crate::daemon::DaemonActor;
 use crate::messages::OsSignal;
 
 /// Starts one task per signal that forwards it to `addr`.
-pub(crate) fn listen(addr: Addr<DaemonActor>, log: &Logger) {
+pub(crate) fn listen(addr: Addr<DaemonActor>, log: &Logger, supervisor: bool) {
+    let supervisor_only = [
+        (SignalKind::user_defined1(), OsSignal::Usr1),
+        (SignalKind::from_raw(libc::SIGTTIN), OsSignal::Ttin),
+        (SignalKind::from_raw(libc::SIGTTOU), OsSignal::Ttou),
+    ];
+    let extra = if supervisor {
+        &supervisor_only[..]
+    } else {
+        &[]
+    };
     for (kind, msg) in [
         (SignalKind::terminate(), OsSignal::Term),
         (SignalKind::interrupt(), OsSignal::Int),
         (SignalKind::hangup(), OsSignal::Hup),
         (SignalKind::user_defined2(), OsSignal::Usr2),
         (SignalKind::child(), OsSignal::Chld),
-    ] {
+    ]
+    .into_iter()
+    .chain(extra.iter().copied())
+    {
         match signal(kind) {
             Ok(mut stream) => {
                 let addr = addr.clone();

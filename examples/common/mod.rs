@@ -241,7 +241,13 @@ pub fn main(defaults: Defaults) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let listener = match StdListener::bind(("127.0.0.1", args.port)) {
+    // systemd socket activation, else bind.
+    let activated = actix_daemon::listen_fds().into_iter().next();
+    let bound = match activated {
+        Some(fd) => Ok(StdListener::from(fd)),
+        None => StdListener::bind(("127.0.0.1", args.port)),
+    };
+    let listener = match bound {
         Ok(listener) => listener,
         Err(err) => {
             eprintln!(

@@ -212,10 +212,28 @@ impl Daemon {
         args: &[&str],
         adjust: impl FnOnce(&mut Command, &Path),
     ) -> Daemon {
+        Daemon::start_wrapped(name, &[], args, adjust)
+    }
+
+    /// Like [`start_with`](Self::start_with), run through `wrapper` (a
+    /// program and its arguments, the example's path and arguments after).
+    pub fn start_wrapped(
+        name: &str,
+        wrapper: &[&str],
+        args: &[&str],
+        adjust: impl FnOnce(&mut Command, &Path),
+    ) -> Daemon {
         subreaper();
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join(format!("{name}.log"));
-        let mut command = Command::new(example(name));
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(example(name));
+                c
+            }
+            None => Command::new(example(name)),
+        };
         command
             .arg("0")
             .args(args)
