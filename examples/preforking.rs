@@ -30,6 +30,11 @@
 //! set; `kill -USR1` replaces every worker, `kill -TTIN` / `kill -TTOU` add or
 //! remove a spare.
 //!
+//! `--binary-upgrade`: `kill -USR2 <parent>` starts the binary again, hands
+//! it the listener, and the old daemon drains once the new one is ready
+//! (`--fault-fail-upgrade` makes the new binary refuse, to watch the old one
+//! keep serving).
+//!
 //! Operations: `--pidfile PATH` (locked; a second instance refuses to
 //! start), `--user NAME` and `--group NAME` (drop privileges),
 //! `--privileges workers|all` (which processes drop them; default workers).

@@ -87,6 +87,7 @@ pub struct Config {
     pub(crate) user: Option<String>,
     pub(crate) group: Option<String>,
     pub(crate) privileges: PrivilegeScope,
+    pub(crate) upgrade_fds: Vec<std::os::fd::RawFd>,
 }
 
 /// How the supervisor reacts to workers that die young, and how fast it forks.
@@ -152,6 +153,10 @@ impl Config {
     pub fn privilege_scope(&self) -> PrivilegeScope {
         self.privileges
     }
+    /// Whether SIGUSR2 upgrades the binary (else it logs the peek report).
+    pub fn binary_upgrade(&self) -> bool {
+        !self.upgrade_fds.is_empty()
+    }
     /// How long shutdown waits after TERM before it KILLs.
     pub fn shutdown_timeout(&self) -> Duration {
         self.shutdown_timeout
@@ -209,6 +214,7 @@ pub struct DaemonBuilder {
     user: Option<String>,
     group: Option<String>,
     privileges: PrivilegeScope,
+    upgrade_fds: Vec<std::os::fd::RawFd>,
 }
 
 impl Default for DaemonBuilder {
@@ -241,6 +247,7 @@ impl Default for DaemonBuilder {
             user: None,
             group: None,
             privileges: PrivilegeScope::Workers,
+            upgrade_fds: Vec::new(),
         }
     }
 }
@@ -426,6 +433,22 @@ impl DaemonBuilder {
         self
     }
 
+    /// Turns on zero-downtime binary upgrades and names a listening socket
+    /// to hand over (call once per listener).
+    ///
+    /// With it, SIGUSR2 to the supervisor starts the program's binary again
+    /// (same arguments, same launch directory) with these sockets as
+    /// descriptors 3.. (the new binary takes them with
+    /// [`listen_fds`](crate::listen_fds)); once the new supervisor reports its
+    /// pool ready, the old one drains and exits. If the new one fails to
+    /// start, the old one keeps serving and logs why. The pidfile moves to
+    /// `<pidfile>.oldbin` meanwhile. Without it, SIGUSR2 logs the peek
+    /// report. Default: off.
+    pub fn upgrade_with(mut self, listener: &impl std::os::fd::AsRawFd) -> Self {
+        self.upgrade_fds.push(listener.as_raw_fd());
+        self
+    }
+
     /// Derives the defaults and validates the parameters.
     ///
     /// # Errors
@@ -481,6 +504,7 @@ impl DaemonBuilder {
             user: self.user,
             group: self.group,
             privileges: self.privileges,
+            upgrade_fds: self.upgrade_fds,
         }))
     }
 

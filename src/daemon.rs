@@ -120,6 +120,8 @@ struct Sup {
     reloading: Option<HashSet<i32>>,
     systemd: Option<crate::systemd::Notify>,
     last_summary: String,
+    /// A binary upgrade under way: the new process's pid.
+    upgrading: Option<i32>,
 }
 
 /// Young deaths: backoff and give-up.
@@ -218,6 +220,11 @@ struct FromSpawner(Option<SpawnReply>);
 #[rtype(result = "()")]
 struct ShutdownAcked;
 
+/// The verdict of a binary upgrade's new supervisor.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct UpgradeVerdict(Result<(), String>);
+
 /// From the babysitter: free a slot as if its worker had exited (`free`),
 /// or note that the worker is being retired for memory.
 #[derive(Debug, Message)]
@@ -268,6 +275,7 @@ impl DaemonActor {
                     reloading: None,
                     systemd: crate::systemd::Notify::from_env(),
                     last_summary: String::new(),
+                    upgrading: None,
                 })),
             })),
         }
@@ -601,6 +609,9 @@ impl Core {
                     }
                 }
             }
+            OsSignal::Usr2 if self.config.binary_upgrade() && self.role == Role::Supervisor => {
+                self.upgrade(ctx)
+            }
             OsSignal::Usr2 => {
                 let report = self.peek(true);
                 info!(self.log, "peek (SIGUSR2)\n{}", report);
@@ -894,7 +905,7 @@ impl Core {
 
     /// Sends STATUS= when the summary changed (on the sweep).
     fn notify_status(&mut self) {
-        if self.sup().systemd.is_none() || self.sup().notifier.is_some() {
+        if self.sup().systemd.is_none() || !self.life.parent {
             return;
         }
         let summary = self.summary();
@@ -940,6 +951,70 @@ impl Core {
             let summary = self.summary();
             if let Some(sd) = &self.sup().systemd {
                 sd.send(&format!("READY=1\nSTATUS={summary}"));
+            }
+        }
+    }
+
+    /// SIGUSR2 with binary upgrades on: start the new binary with the
+    /// listeners and wait, on a thread, for its readiness verdict.
+    fn upgrade(&mut self, ctx: &mut Context<DaemonActor>) {
+        if self.shutting_down || self.sup().upgrading.is_some() {
+            warn!(
+                self.log,
+                "binary upgrade ignored: one is under way or shutting down"
+            );
+            return;
+        }
+        let pidfile = self
+            .config
+            .pidfile()
+            .map(|p| (p.to_owned(), crate::ops::Pidfile::oldbin(p)));
+        if let Some((path, old)) = &pidfile {
+            let _ = std::fs::rename(path, old);
+        }
+        match process::spawn_upgrade() {
+            Ok((child, mut verdict)) => {
+                let pid = child.id() as i32;
+                // The child is reaped by the supervisor's reaper (waitpid(-1)).
+                drop(child);
+                info!(self.log, "binary upgrade: new supervisor starting"; "new" => pid);
+                self.sup().upgrading = Some(pid);
+                let addr = ctx.address();
+                std::thread::spawn(move || {
+                    use std::io::Read;
+                    let mut text = Vec::new();
+                    let _ = verdict.read_to_end(&mut text);
+                    let result = match text.split_first() {
+                        Some((b'R', _)) => Ok(()),
+                        Some((b'E', message)) => Err(String::from_utf8_lossy(message).into_owned()),
+                        _ => Err("the new binary exited before it was ready".to_owned()),
+                    };
+                    addr.do_send(UpgradeVerdict(result));
+                });
+            }
+            Err(err) => {
+                if let Some((path, old)) = &pidfile {
+                    let _ = std::fs::rename(old, path);
+                }
+                error!(self.log, "binary upgrade failed, still serving"; "error" => %err);
+            }
+        }
+    }
+
+    fn upgrade_done(&mut self, verdict: Result<(), String>, ctx: &mut Context<DaemonActor>) {
+        let Some(new) = self.sup().upgrading.take() else {
+            return;
+        };
+        match verdict {
+            Ok(()) => {
+                info!(self.log, "binary upgrade: the new supervisor is ready, draining"; "new" => new);
+                self.shutdown(ctx, "binary upgrade");
+            }
+            Err(why) => {
+                if let Some(path) = self.config.pidfile() {
+                    let _ = std::fs::rename(crate::ops::Pidfile::oldbin(path), path);
+                }
+                error!(self.log, "binary upgrade failed, still serving"; "new" => new, "error" => why);
             }
         }
     }
@@ -1435,7 +1510,12 @@ impl Core {
         if let Some(sd) = &self.sup().systemd {
             sd.send(&format!("STOPPING=1\nSTATUS=stopping: {reason}"));
         }
-        if self.sup().notifier.is_some() {
+        if self
+            .sup()
+            .notifier
+            .as_ref()
+            .is_some_and(ReadyNotifier::is_pending)
+        {
             let message = format!("daemon shut down before it was ready ({reason})");
             if let Some(mut n) = self.sup().notifier.take() {
                 n.failed(&message);
@@ -1717,6 +1797,16 @@ impl Handler<BabysitFree> for DaemonActor {
                 board.count(Counter::Exited);
             }
             core.after_change(ctx);
+        }
+    }
+}
+
+impl Handler<UpgradeVerdict> for DaemonActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: UpgradeVerdict, ctx: &mut Context<Self>) {
+        if let Some(core) = self.core.as_deref_mut() {
+            core.upgrade_done(msg.0, ctx);
         }
     }
 }

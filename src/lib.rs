@@ -217,6 +217,10 @@ impl Daemon {
     {
         process::check_preconditions()?;
         process::check_workdir(&self.config)?;
+        if let Ok(dir) = std::env::current_dir() {
+            let _ = process::LAUNCH_DIR.set(dir);
+        }
+        process::keep_upgrade_listeners(&self.config.upgrade_fds)?;
         let mut config = self.config;
         // A relative log file is relative to where `run` was called, also
         // when a detached daemon reopens it on HUP from its own workdir.
@@ -250,11 +254,15 @@ impl Daemon {
             }
         }
         let config = Arc::new(config);
-        let mut notifier = if config.detach() {
-            Some(process::detach(&config)?)
-        } else {
-            None
-        };
+        // An old supervisor that started this one (binary upgrade) waits
+        // for the same verdict as a launching process.
+        let mut notifier = Some(ReadyNotifier::from_upgrade());
+        if config.detach() {
+            let detached = process::detach(&config)?;
+            if let Some(n) = notifier.as_mut() {
+                n.join(detached);
+            }
+        }
         let result = match pidfile.as_mut().map(ops::Pidfile::write_pid) {
             Some(Err(err)) => Err(err),
             _ => run_supervisor(
@@ -314,7 +322,8 @@ where
         // lock only the supervisor's life should keep.
         let close: Vec<_> = notifier
             .as_ref()
-            .and_then(ReadyNotifier::raw_fd)
+            .map(ReadyNotifier::raw_fds)
+            .unwrap_or_default()
             .into_iter()
             .chain(pidfile_fd)
             .collect();

@@ -61,6 +61,13 @@ impl Pidfile {
         }
     }
 
+    /// Where a pidfile moves during a binary upgrade (nginx's convention).
+    pub(crate) fn oldbin(path: &Path) -> PathBuf {
+        let mut name = path.as_os_str().to_owned();
+        name.push(".oldbin");
+        PathBuf::from(name)
+    }
+
     /// Writes this process's pid (the supervisor's, after detaching).
     pub(crate) fn write_pid(&mut self) -> Result<()> {
         let path = self.path.clone();
@@ -99,6 +106,14 @@ impl Drop for Pidfile {
                 .unwrap_or(false);
             if ours {
                 let _ = std::fs::remove_file(&self.path);
+            }
+            // After a binary upgrade this supervisor's pidfile was moved.
+            let old = Pidfile::oldbin(&self.path);
+            let old_ours = std::fs::read_to_string(&old)
+                .map(|t| t.trim() == std::process::id().to_string())
+                .unwrap_or(false);
+            if old_ours {
+                let _ = std::fs::remove_file(&old);
             }
             drop(lock);
         }

@@ -125,33 +125,161 @@ pub(crate) fn reopen_logfile(path: &Path) -> Result<()> {
 
 /// The daemon's end of the readiness pipe: the launching process of a
 /// detached daemon waits on it and exits with the daemon's verdict.
-#[derive(Debug)]
+///
+/// It also carries the pipe of a binary upgrade: the old supervisor that
+/// started this one waits on it before it drains.
+#[derive(Debug, Default)]
 pub(crate) struct ReadyNotifier {
-    fd: Option<OwnedFd>,
+    fds: Vec<OwnedFd>,
 }
 
+/// Environment of a binary upgrade: how many listeners were passed (from
+/// descriptor 3), and the descriptor of the readiness pipe.
+pub(crate) const UPGRADE_FDS: &str = "ACTIX_DAEMON_UPGRADE_FDS";
+pub(crate) const UPGRADE_READY_FD: &str = "ACTIX_DAEMON_UPGRADE_READY_FD";
+
 impl ReadyNotifier {
-    /// The pipe's descriptor, while it is open.
-    pub(crate) fn raw_fd(&self) -> Option<RawFd> {
-        self.fd.as_ref().map(AsRawFd::as_raw_fd)
+    /// The readiness pipe of a binary upgrade, if this process was started
+    /// by one (the variable is removed).
+    pub(crate) fn from_upgrade() -> ReadyNotifier {
+        let fd: Option<RawFd> = std::env::var(UPGRADE_READY_FD)
+            .ok()
+            .and_then(|v| v.parse().ok());
+        // SAFETY: called from `run`, after check_preconditions: one thread.
+        unsafe { std::env::remove_var(UPGRADE_READY_FD) };
+        let fds = fd
+            .filter(|&fd| fd > 2)
+            .filter(|&fd| {
+                // SAFETY: only borrowed for this call; EBADF if not open.
+                let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+                fcntl(b, FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC)).is_ok()
+            })
+            // SAFETY: the old supervisor passed this pipe's write end to this
+            // process at this number for it to own (see `spawn_upgrade`);
+            // the variable is removed, so it is taken once.
+            .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+            .into_iter()
+            .collect();
+        ReadyNotifier { fds }
+    }
+
+    /// Adds the detach pipe.
+    pub(crate) fn join(&mut self, other: ReadyNotifier) {
+        self.fds.extend(other.fds);
+    }
+
+    /// Whether anyone still waits for the verdict.
+    pub(crate) fn is_pending(&self) -> bool {
+        !self.fds.is_empty()
+    }
+
+    /// The pipes' descriptors, while open.
+    pub(crate) fn raw_fds(&self) -> Vec<RawFd> {
+        self.fds.iter().map(AsRawFd::as_raw_fd).collect()
     }
 
     /// The daemon is ready: the launching process exits 0.
     pub(crate) fn ready(&mut self) {
-        if let Some(fd) = self.fd.take() {
+        for fd in self.fds.drain(..) {
             let _ = nix::unistd::write(&fd, b"R");
         }
     }
 
     /// The daemon failed to start: the launching process prints `message` and exits 1.
     pub(crate) fn failed(&mut self, message: &str) {
-        if let Some(fd) = self.fd.take() {
-            let mut text = Vec::with_capacity(message.len() + 1);
-            text.push(b'E');
-            text.extend_from_slice(message.as_bytes());
+        let mut text = Vec::with_capacity(message.len() + 1);
+        text.push(b'E');
+        text.extend_from_slice(message.as_bytes());
+        for fd in self.fds.drain(..) {
             let _ = nix::unistd::write(&fd, &text);
         }
     }
+}
+
+/// The listeners handed to a binary upgrade: the supervisor's own
+/// duplicates, taken in `run` before anything forks, so that they stay open
+/// whatever the application does with its copies.
+pub(crate) static UPGRADE_LISTENERS: std::sync::OnceLock<Vec<OwnedFd>> = std::sync::OnceLock::new();
+
+/// Duplicates the listeners named for binary upgrades.
+pub(crate) fn keep_upgrade_listeners(fds: &[RawFd]) -> Result<()> {
+    let mut kept = Vec::with_capacity(fds.len());
+    for &fd in fds {
+        // SAFETY: only borrowed to duplicate it; the caller named an open
+        // descriptor (EBADF otherwise, returned as an error).
+        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        kept.push(
+            borrowed
+                .try_clone_to_owned()
+                .map_err(|err| Error::sys("duplicate an upgrade listener", err))?,
+        );
+    }
+    let _ = UPGRADE_LISTENERS.set(kept);
+    Ok(())
+}
+
+/// Where `run` was called from: a binary upgrade starts the new binary
+/// there, so that relative paths in its arguments mean the same.
+pub(crate) static LAUNCH_DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// Supervisor, binary upgrade: starts this program's binary again
+/// (`/proc/self/exe`, same arguments, launch directory), with `listeners`
+/// at descriptors 3.. and the write end of a readiness pipe after them.
+/// Fork-safe: std's `Command` execs at once (exec is a clean start), and the
+/// `pre_exec` hook only calls `fcntl` and `dup2`.
+pub(crate) fn spawn_upgrade() -> io::Result<(std::process::Child, File)> {
+    use std::os::unix::process::CommandExt;
+    let listeners = UPGRADE_LISTENERS
+        .get()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let (read_end, write_end) = pipe2(OFlag::O_CLOEXEC)?;
+    let mut sources: Vec<RawFd> = listeners.iter().map(AsRawFd::as_raw_fd).collect();
+    sources.push(write_end.as_raw_fd());
+    let n = listeners.len();
+    // The binary at the same path: after a deploy, that is the new one
+    // (/proc/self/exe would run the old, replaced file again).
+    let exe = std::env::current_exe()?;
+    let exe = exe
+        .to_str()
+        .and_then(|p| p.strip_suffix(" (deleted)"))
+        .map(std::path::PathBuf::from)
+        .unwrap_or(exe);
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(std::env::args_os().skip(1))
+        .env(UPGRADE_FDS, n.to_string())
+        .env(UPGRADE_READY_FD, (3 + n).to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
+    if let Some(dir) = LAUNCH_DIR.get() {
+        cmd.current_dir(dir);
+    }
+    // SAFETY: between fork and exec the hook only calls fcntl and dup2,
+    // which are async-signal-safe, and allocates nothing (`sources` is
+    // moved in and only read).
+    unsafe {
+        cmd.pre_exec(move || {
+            // Move every source above the targets first, so that no dup2
+            // overwrites a source not yet moved.
+            let mut high = [0 as RawFd; 64];
+            for (i, &fd) in sources.iter().enumerate().take(64) {
+                let moved = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 100);
+                if moved < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                high[i] = moved;
+            }
+            for (i, &fd) in high.iter().enumerate().take(sources.len().min(64)) {
+                if libc::dup2(fd, 3 + i as RawFd) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    drop(write_end);
+    Ok((child, File::from(read_end)))
 }
 
 /// Detaches: fork, `setsid`, fork again. The launching process waits until
@@ -192,7 +320,7 @@ pub(crate) fn detach(config: &Config) -> Result<ReadyNotifier> {
     }
     drop(read_end);
     let mut notifier = ReadyNotifier {
-        fd: Some(write_end),
+        fds: vec![write_end],
     };
     // From here on, a failure is reported through the pipe, so that the
     // launching process prints it, and this process ends.
@@ -267,18 +395,21 @@ pub(crate) fn check_workdir(config: &Config) -> Result<()> {
 /// Takes the sockets of systemd socket activation (see
 /// [`crate::listen_fds`]).
 pub(crate) fn take_listen_fds() -> Vec<OwnedFd> {
-    let mine = std::env::var("LISTEN_PID")
+    let systemd = std::env::var("LISTEN_PID")
         .ok()
         .and_then(|p| p.parse::<u32>().ok())
         == Some(std::process::id());
-    let count: i32 = std::env::var("LISTEN_FDS")
+    let var = if systemd { "LISTEN_FDS" } else { UPGRADE_FDS };
+    // A binary upgrade passes its listeners the same way, without a pid.
+    let mine = systemd || std::env::var_os(UPGRADE_FDS).is_some();
+    let count: i32 = std::env::var(var)
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
     // The variables are removed so that the sockets are taken once, but
     // only while no other thread can be reading the environment.
     if check_preconditions().is_ok() {
-        for var in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+        for var in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", UPGRADE_FDS] {
             // SAFETY: this process has one thread (checked just above), so
             // nothing reads or writes the environment concurrently.
             unsafe { std::env::remove_var(var) };

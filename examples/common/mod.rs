@@ -61,6 +61,8 @@ pub struct Args {
     pub user: Option<String>,
     pub group: Option<String>,
     pub privileges_all: bool,
+    pub binary_upgrade: bool,
+    pub fault_fail_upgrade: bool,
 }
 
 const FLAGS: &str = "[PORT] [--foreground] [--logfile PATH] [--start-children N] [--min-spare N] \
@@ -68,7 +70,7 @@ const FLAGS: &str = "[PORT] [--foreground] [--logfile PATH] [--start-children N]
 [--workdir DIR] [--ignore-pause] [--request-timeout SECS] [--long-request-timeout SECS] [--max-rss MIB] \
 [--cpu-limit SECS] [--cpu-share PERCENT] [--max-restarts N] [--restart-window SECS] [--fault-commands] \
 [--fault-panic-at-start N] [--foreign-child SHELL-COMMAND] [--pidfile PATH] [--user NAME] [--group NAME] \
-[--privileges workers|all]";
+[--privileges workers|all] [--binary-upgrade] [--fault-fail-upgrade]";
 
 fn parse(defaults: &Defaults) -> Result<Args, String> {
     let cwd = std::env::current_dir().map_err(|err| format!("current directory: {err}"))?;
@@ -99,6 +101,8 @@ fn parse(defaults: &Defaults) -> Result<Args, String> {
         user: None,
         group: None,
         privileges_all: false,
+        binary_upgrade: false,
+        fault_fail_upgrade: false,
     };
     let mut it = std::env::args().skip(1);
     let mut port_seen = false;
@@ -134,6 +138,8 @@ fn parse(defaults: &Defaults) -> Result<Args, String> {
             "--max-restarts" => args.max_restarts = Some(value(&arg)?),
             "--restart-window" => args.restart_window = value(&arg)?,
             "--fault-commands" => args.fault_commands = true,
+            "--binary-upgrade" => args.binary_upgrade = true,
+            "--fault-fail-upgrade" => args.fault_fail_upgrade = true,
             "--pidfile" => {
                 let v = it.next().ok_or("--pidfile needs a value")?;
                 args.pidfile = Some(cwd.join(v));
@@ -234,14 +240,19 @@ pub fn main(defaults: Defaults) -> ExitCode {
     if let Some(secs) = args.shutdown_timeout {
         builder = builder.shutdown_timeout(Duration::from_secs(secs));
     }
-    let daemon = match builder.build() {
-        Ok(daemon) => daemon,
-        Err(err) => {
-            eprintln!("{}: {err}", defaults.name);
-            return ExitCode::from(2);
-        }
-    };
-    // systemd socket activation, else bind.
+    // Validate before binding anything.
+    if let Err(err) = builder.clone().build() {
+        eprintln!("{}: {err}", defaults.name);
+        return ExitCode::from(2);
+    }
+    if args.fault_fail_upgrade && std::env::var_os("ACTIX_DAEMON_UPGRADE_FDS").is_some() {
+        eprintln!(
+            "{}: fault injection: this binary refuses the upgrade",
+            defaults.name
+        );
+        return ExitCode::from(1);
+    }
+    // systemd socket activation or a binary upgrade's listener, else bind.
     let activated = actix_daemon::listen_fds().into_iter().next();
     let bound = match activated {
         Some(fd) => Ok(StdListener::from(fd)),
@@ -261,6 +272,16 @@ pub fn main(defaults: Defaults) -> ExitCode {
     if listener.set_nonblocking(true).is_err() {
         return ExitCode::from(1);
     }
+    if args.binary_upgrade {
+        builder = builder.upgrade_with(&listener);
+    }
+    let daemon = match builder.build() {
+        Ok(daemon) => daemon,
+        Err(err) => {
+            eprintln!("{}: {err}", defaults.name);
+            return ExitCode::from(2);
+        }
+    };
     println!("PORT={port}");
     let _ = std::io::stdout().flush();
     let logfile = args.logfile.clone();
@@ -462,7 +483,11 @@ impl ChildActor {
                         DaemonActor::from_registry().do_send(UpdateStatus::Req(Payload::new()));
                         act.serve(stream, ctx);
                     }
-                    Err(_) => act.accept_one(ctx),
+                    // Not a reason to stop waiting, but no busy loop either
+                    // (EMFILE, say): try again shortly.
+                    Err(_) => {
+                        ctx.run_later(Duration::from_millis(10), |act, ctx| act.accept_one(ctx));
+                    }
                 }
             });
         self.accepting = Some(ctx.spawn(fut));
