@@ -71,12 +71,28 @@
 //! |---|---|---|
 //! | `SIGTERM`, `SIGINT` | graceful shutdown: `Shutdown` to subscribers, TERM to every worker and foreign child, KILL after the shutdown timeout, reap, `run` returns | finish the current request, exit |
 //! | `SIGHUP` | reopen the log file, `Hup` to subscribers, HUP to every worker | reopen the log file, `Hup` to subscribers |
-//! | `SIGUSR2` | the verbose peek report goes to the log | the same |
+//! | `SIGUSR2` | the verbose peek report goes to the log; with [`DaemonBuilder::upgrade_with`], a zero-downtime binary upgrade instead | the peek report |
+//! | `SIGUSR1` | graceful reload: every worker replaced by a fresh one (pre-fork) | default action |
+//! | `SIGTTIN`, `SIGTTOU` | one more, one fewer spare (pre-fork) | default action |
 //! | `SIGCHLD` | reap every exited child | reap registered foreign children |
+//!
+//! The spawner ignores `SIGINT`, `SIGTERM`, `SIGHUP`, `SIGQUIT`, `SIGUSR1`,
+//! `SIGUSR2` and `SIGCHLD`: it ends with the supervisor.
+//!
+//! # Operations
+//!
+//! A pidfile ([`DaemonBuilder::pidfile`]), a privilege drop
+//! ([`DaemonBuilder::user`], [`PrivilegeScope`]), the babysitter
+//! ([`DaemonBuilder::babysit`] and its limits), crash-loop backoff, systemd's
+//! notify protocol (when `NOTIFY_SOCKET` is set) and socket activation
+//! ([`listen_fds`]).
 //!
 //! # Features
 //!
-//! No optional features yet. Linux only (`/proc`, `prctl`, child subreaper).
+//! - `web`: run actix-web applications on a pre-forked pool
+//!   (`actix_daemon::web`).
+//!
+//! Linux only (`/proc`, `prctl`, child subreaper).
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, missing_debug_implementations)]
