@@ -25,7 +25,7 @@ use crate::messages::{
 };
 use crate::payload::Payload;
 use crate::process::{self, ReadyNotifier, SpawnReply, SpawnerLink, Wake};
-use crate::scoreboard::{Counter, Scoreboard, SlotId};
+use crate::scoreboard::{self, Counter, Scoreboard, SlotId};
 use crate::state::{SlotState, Step, UpdateKind, worker_step};
 use crate::status::{PeekReport, PoolLimits, Role, StatusReport, SubscriberInfo};
 
@@ -864,15 +864,17 @@ impl Core {
     }
 
     fn ready(&mut self) {
-        if let Some(mut n) = self.sup().notifier.take() {
-            n.ready();
-        }
+        // systemd first: a detached launcher exits once told, and the
+        // service manager must know the new MAINPID before that.
         let summary = self.summary();
         let pid = self.pid;
         if let Some(sd) = &self.sup().systemd {
             sd.send(&format!("READY=1\nSTATUS={summary}\nMAINPID={pid}"));
         }
         self.sup().last_summary = summary;
+        if let Some(mut n) = self.sup().notifier.take() {
+            n.ready();
+        }
         info!(self.log, "daemon ready");
     }
 
@@ -927,7 +929,8 @@ impl Core {
             return;
         }
         if let Some(sd) = &self.sup().systemd {
-            sd.send("RELOADING=1");
+            let now = scoreboard::now_ms() * 1000;
+            sd.send(&format!("RELOADING=1\nMONOTONIC_USEC={now}"));
         }
         let old: HashSet<i32> = self.sup().workers.keys().copied().collect();
         info!(self.log, "graceful reload: replacing every worker"; "workers" => old.len());

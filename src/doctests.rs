@@ -16,6 +16,10 @@ pub struct ForkPerRequest;
 #[doc = include_str!("../book/src/status-and-peek.md")]
 pub struct StatusAndPeek;
 
+/// The book's "Operations" chapter.
+#[doc = include_str!("../book/src/operations.md")]
+pub struct Operations;
+
 /// The book's "Coming from POE::Component::Daemon" chapter.
 #[doc = include_str!("../book/src/coming-from-poe.md")]
 pub struct ComingFromPoe;

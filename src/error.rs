@@ -100,6 +100,10 @@ pub enum Error {
     /// The group to drop privileges to does not exist.
     #[error("unknown group {0:?}")]
     UnknownGroup(String),
+    /// A user or group to drop to was given, but the daemon does not run as
+    /// root and so cannot change them.
+    #[error("user and group can only be changed when started as root")]
+    NeedRoot,
     /// After dropping privileges, root could be regained.
     #[error("privileges were not dropped: setuid(0) still succeeds")]
     PrivilegesKept,

@@ -236,6 +236,7 @@ impl Daemon {
         if let Ok(dir) = std::env::current_dir() {
             let _ = process::LAUNCH_DIR.set(dir);
         }
+        let _ = process::LAUNCH_PID.set(std::process::id());
         process::keep_upgrade_listeners(&self.config.upgrade_fds)?;
         let mut config = self.config;
         // A relative log file is relative to where `run` was called, also

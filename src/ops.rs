@@ -172,6 +172,13 @@ impl Privileges {
             (None, Some(user)) => user.gid,
             (None, None) => unreachable!("checked above"),
         };
+        // Only root may change its user or groups: say so before forking
+        // rather than have the spawner fail.
+        let euid = nix::unistd::geteuid();
+        let same_user = user.as_ref().is_none_or(|u| u.uid == euid);
+        if !(euid.is_root() || (same_user && gid == nix::unistd::getegid())) {
+            return Err(Error::NeedRoot);
+        }
         Ok(Some(Privileges {
             user: user.map(|u| (u.name, u.uid)),
             gid,

@@ -218,6 +218,9 @@ pub(crate) fn keep_upgrade_listeners(fds: &[RawFd]) -> Result<()> {
     Ok(())
 }
 
+/// The pid `run` was called in (before detaching).
+pub(crate) static LAUNCH_PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+
 /// Where `run` was called from: a binary upgrade starts the new binary
 /// there, so that relative paths in its arguments mean the same.
 pub(crate) static LAUNCH_DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
@@ -542,7 +545,11 @@ fn default_signals() {
 }
 
 fn ignore_signals() {
+    // Also the terminal's job-control stops: a foreground daemon's process
+    // group must not be stopped by them. Workers keep these two ignored.
     for sig in [
+        Signal::SIGTTIN,
+        Signal::SIGTTOU,
         Signal::SIGINT,
         Signal::SIGTERM,
         Signal::SIGHUP,

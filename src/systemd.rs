@@ -48,10 +48,14 @@ impl Notify {
 /// The watchdog interval asked for by the service manager, if any
 /// (`WATCHDOG_USEC`, for this process if `WATCHDOG_PID` says so).
 pub(crate) fn watchdog_interval() -> Option<Duration> {
-    if let Some(pid) = std::env::var_os("WATCHDOG_PID")
-        && pid.to_str()?.parse::<u32>().ok()? != std::process::id()
-    {
-        return None;
+    // systemd names the process it started; a detached daemon's supervisor
+    // is that process's grandchild, and counts as it.
+    if let Some(pid) = std::env::var_os("WATCHDOG_PID") {
+        let pid = pid.to_str()?.parse::<u32>().ok()?;
+        let launched_as = crate::process::LAUNCH_PID.get().copied();
+        if pid != std::process::id() && Some(pid) != launched_as {
+            return None;
+        }
     }
     let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
     (usec > 0).then(|| Duration::from_micros(usec))
