@@ -189,7 +189,9 @@ impl Policy {
         source: &dyn ProcSource,
     ) -> Vec<Action> {
         let mut actions = Vec::new();
-        let step_every = self.limits.interval * 2;
+        // Two intervals per step, with half an interval of slack so that a
+        // look landing a hair early does not push the step a whole interval.
+        let step_every = self.limits.interval * 2 - self.limits.interval / 2;
         let live: Vec<&SlotSnapshot> = slots
             .iter()
             .filter(|s| s.pid > 0 && !matches!(s.state, SlotState::Empty | SlotState::Forking))

@@ -54,6 +54,9 @@ impl Mode {
     }
 }
 
+/// The seed's rogue limit: ten minutes of CPU.
+const DEFAULT_CPU_LIMIT: Duration = Duration::from_secs(600);
+
 /// The pool parameters of [`Mode::PreFork`], after defaults were derived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct PreFork {
@@ -201,7 +204,7 @@ pub struct DaemonBuilder {
     max_children: Option<usize>,
     requests: Option<u64>,
     babysit: Option<Duration>,
-    cpu_limit: Duration,
+    cpu_limit: Option<Duration>,
     cpu_share: Option<f64>,
     request_timeout: Option<Duration>,
     long_request_timeout: Option<Duration>,
@@ -230,7 +233,7 @@ impl Default for DaemonBuilder {
             max_children: None,
             requests: None,
             babysit: None,
-            cpu_limit: Duration::from_secs(600),
+            cpu_limit: None,
             cpu_share: None,
             request_timeout: None,
             long_request_timeout: None,
@@ -329,7 +332,7 @@ impl DaemonBuilder {
     /// Babysitter: a worker whose total CPU time passes this is rogue and is
     /// escalated (INT, TERM, KILL). Default 10 minutes, as the seed.
     pub fn cpu_limit(mut self, limit: Duration) -> Self {
-        self.cpu_limit = limit;
+        self.cpu_limit = Some(limit);
         self
     }
 
@@ -511,6 +514,7 @@ impl DaemonBuilder {
     fn resolve_babysit(&self, mode: &Mode) -> Result<Option<BabysitLimits>> {
         let Some(interval) = self.babysit else {
             for (param, set) in [
+                ("cpu_limit", self.cpu_limit.is_some()),
                 ("cpu_share", self.cpu_share.is_some()),
                 ("request_timeout", self.request_timeout.is_some()),
                 ("long_request_timeout", self.long_request_timeout.is_some()),
@@ -535,7 +539,7 @@ impl DaemonBuilder {
             });
         }
         for (name, value) in [
-            ("cpu_limit", Some(self.cpu_limit)),
+            ("cpu_limit", self.cpu_limit),
             ("request_timeout", self.request_timeout),
             ("long_request_timeout", self.long_request_timeout),
         ] {
@@ -557,7 +561,7 @@ impl DaemonBuilder {
         }
         Ok(Some(BabysitLimits {
             interval,
-            cpu_limit: self.cpu_limit,
+            cpu_limit: self.cpu_limit.unwrap_or(DEFAULT_CPU_LIMIT),
             cpu_share: self.cpu_share,
             request_timeout: self.request_timeout,
             long_request_timeout: self.long_request_timeout,

@@ -170,7 +170,7 @@ impl Pacer {
             self.used = 0;
             self.short = false;
         }
-        if self.used < self.rate {
+        if self.used < self.rate.min(cap) {
             self.used += 1;
             Ok(())
         } else {

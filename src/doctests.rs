@@ -16,6 +16,10 @@ pub struct ForkPerRequest;
 #[doc = include_str!("../book/src/status-and-peek.md")]
 pub struct StatusAndPeek;
 
+/// The book's "Babysitting and limits" chapter.
+#[doc = include_str!("../book/src/babysitting.md")]
+pub struct Babysitting;
+
 /// The book's "Operations" chapter.
 #[doc = include_str!("../book/src/operations.md")]
 pub struct Operations;

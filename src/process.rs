@@ -526,40 +526,39 @@ pub(crate) fn forks_after_runtime() -> u64 {
     FORKS_AFTER_RUNTIME.load(Ordering::Relaxed)
 }
 
-/// Restores the default action of the signals the spawner ignores (and of
-/// SIGCHLD, which it ignores to have its intermediates reaped by the kernel).
-fn default_signals() {
-    for sig in [
-        Signal::SIGCHLD,
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGHUP,
-        Signal::SIGUSR1,
-        Signal::SIGUSR2,
-        Signal::SIGQUIT,
-    ] {
-        // SAFETY: SIG_DFL installs no handler code, so no handler can run
-        // async-signal-unsafe code; this is a single-threaded process.
-        let _ = unsafe { signal(sig, SigHandler::SigDfl) };
+/// What the spawner ignores: a terminal's Ctrl-C or job control, and the
+/// signals meant for the supervisor, must not end or stop it; SIGCHLD so
+/// that the kernel reaps its intermediates.
+const SPAWNER_IGNORES: [Signal; 9] = [
+    Signal::SIGCHLD,
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGQUIT,
+    Signal::SIGTTIN,
+    Signal::SIGTTOU,
+];
+
+/// Sets `handler` for `signals`.
+fn set_signals(signals: &[Signal], handler: SigHandler) {
+    for &sig in signals {
+        // SAFETY: only SIG_DFL and SIG_IGN are passed, which install no
+        // handler code; the caller is single-threaded (spawner, worker
+        // before its runtime).
+        let _ = unsafe { signal(sig, handler) };
     }
 }
 
+/// In a new worker: the default action again for what the spawner ignores,
+/// except job control (SIGTTIN, SIGTTOU), which workers keep ignoring.
+fn default_signals() {
+    set_signals(&SPAWNER_IGNORES[..7], SigHandler::SigDfl);
+}
+
 fn ignore_signals() {
-    // Also the terminal's job-control stops: a foreground daemon's process
-    // group must not be stopped by them. Workers keep these two ignored.
-    for sig in [
-        Signal::SIGTTIN,
-        Signal::SIGTTOU,
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGHUP,
-        Signal::SIGUSR1,
-        Signal::SIGUSR2,
-        Signal::SIGQUIT,
-    ] {
-        // SAFETY: SIG_IGN installs no handler code; single-threaded process.
-        let _ = unsafe { signal(sig, SigHandler::SigIgn) };
-    }
+    set_signals(&SPAWNER_IGNORES, SigHandler::SigIgn);
 }
 
 // ---------------------------------------------------------------------------
@@ -819,11 +818,9 @@ fn spawner_main<F: FnOnce(&crate::Process)>(
         return 0;
     }
     set_process_name(boot.config.alias(), "-spawner");
+    // Ignoring SIGCHLD, among others, makes the kernel reap the
+    // intermediates: the spawner never waits and never leaves a zombie.
     ignore_signals();
-    // SAFETY: SIG_IGN installs no handler code; the spawner is
-    // single-threaded. Ignoring SIGCHLD makes the kernel reap the
-    // intermediates, so the spawner never waits and never leaves a zombie.
-    let _ = unsafe { signal(Signal::SIGCHLD, SigHandler::SigIgn) };
     let log = crate::logging::init(
         &boot.config,
         crate::logging::Drained::Sync,

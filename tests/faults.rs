@@ -258,7 +258,7 @@ fn a_foreign_child_that_ignores_term_is_killed_after_the_timeout() {
         "forking",
         &[
             "--foreign-child",
-            "trap '' TERM; sleep 1000 & wait; sleep 1000",
+            "trap '' TERM; exec sleep 1000",
             "--shutdown-timeout",
             "1",
         ],
