@@ -244,7 +244,9 @@ pub struct PeekReport {
     pub open_fds: usize,
     /// Threads of this process.
     pub threads: usize,
-    /// Supervisor: `fork()` calls it made since its runtime started (must be 0).
+    /// Supervisor: `fork()` calls it made since its runtime started. Only a
+    /// binary upgrade (a fork immediately followed by exec) may make one;
+    /// otherwise it stays 0: workers come from the spawner.
     pub forks_since_runtime: u64,
     /// Whether shutdown has begun.
     pub shutting_down: bool,
