@@ -1,1 +1,1512 @@
 //! actix-web applications on a pre-forked pool (the `web` feature).
+//!
+//! actix-web runs one process: an accept thread and a few worker threads.
+//! This module runs the same application in every worker of a pre-forked
+//! pool, so that it is operated like nginx or PHP-FPM: a supervisor keeps
+//! between `min_spare` and `max_spare` idle processes, recycles each after
+//! `requests` requests, babysits them, and reports the whole pool.
+//!
+//! # How it works
+//!
+//! The application binds its listener once, before [`Daemon::run`] (or takes
+//! it from systemd with [`listen_fds`](crate::listen_fds)); every worker
+//! inherits it. In each worker, [`Server::run`] starts an actix-web
+//! `HttpServer` with [`threads`](Server::threads) worker threads (default 1)
+//! on that listener, with actix-web's own signal handling off: the kernel
+//! hands each new connection to one of the processes waiting in `accept`.
+//!
+//! - **Ready**: once the server is listening, the worker sends
+//!   [`UpdateStatus::Wait`]: only then does the pool count it as a spare.
+//! - **Requests**: the [`Reporter`] middleware, wrapped around the
+//!   application by [`Server`], marks the process `r` while at least one
+//!   request is in flight and `w` once none has been for a moment (5 ms). A
+//!   request lasts until its response body has been sent (or the client
+//!   went away). Every finished request is counted in the scoreboard (in
+//!   batches, at most 5 ms late, and never past the worker's quota), so the
+//!   pool's `requests` limit, the status report and the babysitter's
+//!   hung-request limit see HTTP requests. A handler marks its request long
+//!   with [`mark_long`] (`l`).
+//! - **Recycling**: after `requests` requests (less a random jitter of up to
+//!   [`requests_jitter`](Server::requests_jitter), so that workers started
+//!   together do not all restart together) the worker retires gracefully.
+//! - **Shutdown** (TERM to the pool, the `requests` limit, a surplus spare,
+//!   a reload): the worker stops accepting, answers what its connections
+//!   still ask with `Connection: close`, waits until every connection has
+//!   closed (at most the daemon's `shutdown_timeout`), then exits. Other
+//!   workers keep accepting on the shared listener meanwhile, so neither a
+//!   connection nor a request in flight is lost.
+//! - **Status**: with [`status_path`](Server::status_path), any worker
+//!   answers for the whole pool (the scoreboard is shared memory): the
+//!   human-readable report, JSON (`?json`) or Prometheus text
+//!   (`?prometheus`). See [`StatusFormat`].
+//!
+//! # Example
+//!
+//! ```no_run
+//! use actix_daemon::Daemon;
+//! use actix_web::{App, HttpResponse, web};
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     // Bind once; every worker inherits the listener.
+//!     let listener = std::net::TcpListener::bind("127.0.0.1:8080")?;
+//!     let daemon = Daemon::builder()
+//!         .start_children(4)
+//!         .requests(10_000)
+//!         .logfile("hello.log")
+//!         .build()?;
+//!     daemon.run(move |process| {
+//!         if process.is_worker() {
+//!             let app = || {
+//!                 App::new().route("/", web::get().to(|| async { HttpResponse::Ok().body("hello\n") }))
+//!             };
+//!             // On error the worker exits with status 1; the error is logged.
+//!             let _ = actix_daemon::web::Server::new(app)
+//!                 .threads(1)
+//!                 .requests_jitter(1_000)
+//!                 .status_path("/status")
+//!                 .run(process, listener);
+//!         }
+//!     })?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! [`Daemon::run`]: crate::Daemon::run
+
+use std::fmt::{self, Write as _};
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::io;
+use std::net::TcpListener;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_web::body::{BodySize, BoxBody, MessageBody};
+use actix_web::dev::{
+    Extensions, Service, ServiceFactory, ServiceRequest, ServiceResponse, Transform,
+};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::{ConnectionType, KeepAlive, Method, StatusCode};
+use actix_web::web::Bytes;
+use actix_web::{App, HttpMessage, HttpRequest, HttpResponse, HttpServer};
+use slog::{Logger, debug, error, info, warn};
+
+use crate::config::{Config, Mode};
+use crate::daemon::DaemonActor;
+use crate::messages::{DaemonSignal, Shutdown, Status, Subscribe, UpdateStatus};
+use crate::payload::Payload;
+use crate::status::StatusReport;
+use crate::{Process, Role};
+
+/// How long a worker that stops gives its accept thread to see the pause
+/// before it waits for its connections: actix-server acknowledges a pause
+/// before the accept thread has acted on it, and a connection accepted in
+/// between is still served by this worker (a stop drops connections that
+/// are accepted but not yet handed to a worker thread, so stopping comes
+/// only after this and after the last connection closed).
+const ACCEPT_GRACE: Duration = Duration::from_millis(100);
+
+/// How often a stopping worker looks at its open connections.
+const DRAIN_POLL: Duration = Duration::from_millis(10);
+
+// ---------------------------------------------------------------------------
+// Server
+
+/// Runs an actix-web application in a worker of a pre-forked pool.
+///
+/// Build it in the worker side of the [`Daemon::run`](crate::Daemon::run)
+/// closure with the application factory (as for `HttpServer::new`), then
+/// [`run`](Self::run) it on the listener the application bound before
+/// `run`. See the [module documentation](self) for what it does.
+///
+/// Defaults: 1 actix-web worker thread per process, actix-web's keep-alive
+/// (5 s), no recycling jitter, no status endpoint.
+pub struct Server<F> {
+    factory: F,
+    threads: usize,
+    status_path: Option<String>,
+    requests_jitter: u64,
+    keep_alive: Option<KeepAlive>,
+}
+
+impl<F> fmt::Debug for Server<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("threads", &self.threads)
+            .field("status_path", &self.status_path)
+            .field("requests_jitter", &self.requests_jitter)
+            .field("keep_alive", &self.keep_alive)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F, T, B> Server<F>
+where
+    F: Fn() -> App<T> + Send + Clone + 'static,
+    T: ServiceFactory<
+            ServiceRequest,
+            Config = (),
+            Response = ServiceResponse<B>,
+            Error = actix_web::Error,
+            InitError = (),
+        > + 'static,
+    B: MessageBody + 'static,
+{
+    /// A server for the application that `factory` builds (once per
+    /// actix-web worker thread, as `HttpServer::new` does).
+    pub fn new(factory: F) -> Self {
+        Server {
+            factory,
+            threads: 1,
+            status_path: None,
+            requests_jitter: 0,
+            keep_alive: None,
+        }
+    }
+
+    /// actix-web worker threads in each process (default 1). A pre-forked
+    /// pool scales with processes; more threads per process only help
+    /// handlers that block.
+    ///
+    /// # Panics
+    ///
+    /// If `threads` is 0.
+    pub fn threads(mut self, threads: usize) -> Self {
+        assert!(threads > 0, "actix_daemon::web::Server::threads: 0 threads");
+        self.threads = threads;
+        self
+    }
+
+    /// Serve the pool's status at `path` (`GET` or `HEAD`), before the
+    /// application's own routes: the text report, `?json` or `?prometheus`
+    /// (see [`StatusFormat`]). Default: no status endpoint.
+    pub fn status_path(mut self, path: impl Into<String>) -> Self {
+        self.status_path = Some(path.into());
+        self
+    }
+
+    /// Retire each worker after a random number of requests between
+    /// `requests - jitter` and `requests` (the daemon's `requests` limit),
+    /// drawn once per worker, so that workers started together do not all
+    /// restart at once (gunicorn's `max_requests_jitter`, counted down so
+    /// that `requests` stays the most any worker serves). Default 0; no
+    /// effect without a `requests` limit.
+    ///
+    /// A worker that retires before `requests` asks the daemon for a
+    /// graceful [`Shutdown`]: the pool's counters show it as exited, not
+    /// retired (only the daemon's own limit counts a retirement).
+    pub fn requests_jitter(mut self, jitter: u64) -> Self {
+        self.requests_jitter = jitter;
+        self
+    }
+
+    /// actix-web's keep-alive for idle connections (default 5 s). A
+    /// retiring worker waits for its idle connections to time out, so this
+    /// is also about how long a retired worker lingers.
+    pub fn keep_alive(mut self, keep_alive: impl Into<KeepAlive>) -> Self {
+        self.keep_alive = Some(keep_alive.into());
+        self
+    }
+
+    /// Starts serving on `listener` in this worker and returns at once; the
+    /// server runs in the worker's actix `System` until the daemon shuts the
+    /// worker down. Call it from the worker side of the `run` closure.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::InvalidInput`] if this process is not a pre-forked
+    /// worker; the error of `HttpServer::listen` (the listener's address
+    /// cannot be read, say). In either case nothing was started and the
+    /// worker has been told to exit with status 1 (the supervisor counts a
+    /// young death and replaces it). If actix-web cannot start its threads
+    /// (a later error, so not returned), the worker logs why and exits the
+    /// same way.
+    pub fn run(self, process: &Process, listener: TcpListener) -> io::Result<()> {
+        let log = process.logger().clone();
+        let result = self.start(process, listener);
+        if let Err(err) = &result {
+            error!(log, "web server not started"; "error" => %err);
+            System::current().stop_with_code(1);
+        }
+        result
+    }
+
+    fn start(self, process: &Process, listener: TcpListener) -> io::Result<()> {
+        let config = process.config();
+        if process.role() != Role::Worker || !matches!(config.mode(), Mode::PreFork(_)) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "actix_daemon::web::Server runs in a worker of a pre-forked pool",
+            ));
+        }
+        let log = process.logger().clone();
+        let mut reporter = Reporter::new(config).requests_jitter(self.requests_jitter);
+        if let Some(path) = &self.status_path {
+            reporter = reporter.status_path(path.clone());
+        }
+        let tracker = reporter.tracker.clone();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counted = connections.clone();
+        let factory = self.factory;
+        let mw = reporter.clone();
+        let timeout = config.shutdown_timeout();
+        let mut http = HttpServer::new(move || factory().wrap(mw.clone()))
+            .workers(self.threads)
+            .disable_signals()
+            .shutdown_timeout(timeout.as_secs().max(1))
+            .on_connect(move |_, ext: &mut Extensions| {
+                ext.insert(ConnectionGuard::new(counted.clone()));
+            });
+        if let Some(keep_alive) = self.keep_alive {
+            http = http.keep_alive(keep_alive);
+        }
+        let mut server = http.listen(listener)?.run();
+        let handle = server.handle();
+        debug!(log, "web server starting"; "threads" => self.threads,
+            "limit" => ?tracker.lock().limit);
+        let ready = tracker.clone();
+        let run_log = log.clone();
+        actix_rt::spawn(async move {
+            // The first poll binds the worker threads and starts accepting:
+            // the worker is ready once it returns.
+            let mut first = true;
+            let result = std::future::poll_fn(|cx| {
+                let poll = Pin::new(&mut server).poll(cx);
+                if std::mem::take(&mut first) && poll.is_pending() {
+                    ready.ready();
+                }
+                poll
+            })
+            .await;
+            match result {
+                Ok(()) => debug!(run_log, "web server stopped"),
+                Err(err) => {
+                    error!(run_log, "web server failed"; "error" => %err);
+                    System::current().stop_with_code(1);
+                }
+            }
+        });
+        WebWorker {
+            handle,
+            tracker,
+            connections,
+            log,
+            drain_for: timeout.saturating_sub(Duration::from_millis(100)),
+        }
+        .start();
+        Ok(())
+    }
+}
+
+/// Counts a worker's open connections: one lives in each connection's
+/// extensions, so it drops when the connection closes.
+struct ConnectionGuard(Arc<AtomicUsize>);
+
+impl ConnectionGuard {
+    fn new(count: Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        ConnectionGuard(count)
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The worker's subscriber: stops the server gracefully on `Shutdown`.
+struct WebWorker {
+    handle: actix_web::dev::ServerHandle,
+    tracker: Arc<Tracker>,
+    connections: Arc<AtomicUsize>,
+    log: Logger,
+    drain_for: Duration,
+}
+
+impl Actor for WebWorker {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        DaemonActor::from_registry().do_send(Subscribe(ctx.address().recipient()));
+    }
+}
+
+impl Handler<DaemonSignal> for WebWorker {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, signal: DaemonSignal, _: &mut Context<Self>) -> Self::Result {
+        if !matches!(signal, DaemonSignal::Shutdown) {
+            return Box::pin(std::future::ready(()));
+        }
+        // The daemon waits for this future (up to its shutdown timeout)
+        // before it ends the worker.
+        self.tracker.drain();
+        let handle = self.handle.clone();
+        let connections = self.connections.clone();
+        let log = self.log.clone();
+        let deadline = Instant::now() + self.drain_for;
+        Box::pin(async move {
+            handle.pause().await;
+            actix_rt::time::sleep(ACCEPT_GRACE).await;
+            let open = connections.load(Ordering::Acquire);
+            if open > 0 {
+                info!(log, "draining connections"; "open" => open);
+            }
+            while connections.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+                actix_rt::time::sleep(DRAIN_POLL).await;
+            }
+            let left = connections.load(Ordering::Acquire);
+            if left > 0 {
+                warn!(log, "shutdown timeout: closing connections"; "open" => left);
+            }
+            handle.stop(left == 0).await;
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Tracker: the process's in-flight requests, mirrored to the scoreboard.
+
+/// Where the tracker's updates go: the daemon, or a test's record.
+enum Sink {
+    Daemon(Addr<DaemonActor>),
+    #[cfg(test)]
+    Record(Arc<Mutex<Vec<Note>>>),
+}
+
+/// What the tracker tells the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Note {
+    Req,
+    Long,
+    Wait,
+    Done,
+    Retire,
+}
+
+impl Sink {
+    fn send(&self, note: Note) {
+        match self {
+            Sink::Daemon(addr) => match note {
+                Note::Req => addr.do_send(UpdateStatus::Req(Payload::new())),
+                Note::Long => addr.do_send(UpdateStatus::Long),
+                Note::Wait => addr.do_send(UpdateStatus::Wait),
+                Note::Done => addr.do_send(UpdateStatus::Done),
+                Note::Retire => addr.do_send(Shutdown),
+            },
+            #[cfg(test)]
+            Sink::Record(notes) => notes.lock().unwrap().push(note),
+        }
+    }
+}
+
+/// The process's request state, changed and sent under one lock so that the
+/// daemon sees the updates of every actix-web thread in a consistent order.
+#[derive(Debug, Default)]
+struct TrackState {
+    /// Requests in flight in this process.
+    in_flight: u32,
+    /// Of those, marked long.
+    long: u32,
+    /// The daemon was told `Req` (and maybe `Long`) and not yet `Done`.
+    open: bool,
+    /// Requests that ended while others were still in flight, not yet told
+    /// to the daemon.
+    pending: u64,
+    /// A flush of `pending` is scheduled.
+    flush_scheduled: bool,
+    /// The server is listening and `Wait` was sent.
+    ready: bool,
+    /// Shutting down: nothing more is reported, responses close.
+    draining: bool,
+    /// Requests counted by the daemon (one `Done` each).
+    served: u64,
+    /// The daemon's `requests` limit: it retires this worker at the `Done`
+    /// that reaches it.
+    limit: Option<u64>,
+    /// Retire earlier than `limit` (jitter): after this many.
+    retire_at: Option<u64>,
+}
+
+impl TrackState {
+    /// The number of requests after which this worker retires.
+    fn quota(&self) -> Option<u64> {
+        self.retire_at.or(self.limit)
+    }
+}
+
+/// How long ended requests wait before they are told to the daemon, so
+/// that a busy worker tells it (and it the supervisor) in batches rather
+/// than one by one; also how long a worker stays `r` after its last
+/// request.
+const FLUSH_AFTER: Duration = Duration::from_millis(5);
+
+struct Tracker {
+    state: Mutex<TrackState>,
+    /// `state.draining`, readable without the lock.
+    draining: AtomicBool,
+    sink: Sink,
+}
+
+impl Tracker {
+    fn new(sink: Sink, limit: Option<u64>, jitter: u64) -> Tracker {
+        let retire_at = limit.map(|limit| limit.saturating_sub(draw(jitter)).max(1));
+        Tracker {
+            state: Mutex::new(TrackState {
+                limit,
+                retire_at: retire_at.filter(|&at| Some(at) != limit),
+                ..TrackState::default()
+            }),
+            draining: AtomicBool::new(false),
+            sink,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, TrackState> {
+        // The state stays consistent even if a holder panicked (each
+        // change is a few integer writes), and a worker that panics exits.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Opens a busy period: `Req`, and `Long` if a long request is in
+    /// flight.
+    fn open(&self, s: &mut TrackState) {
+        self.sink.send(Note::Req);
+        if s.long > 0 {
+            self.sink.send(Note::Long);
+        }
+        s.open = true;
+    }
+
+    /// The server listens: the worker is a spare from now on.
+    fn ready(&self) {
+        let mut s = self.lock();
+        if s.ready || s.draining {
+            return;
+        }
+        s.ready = true;
+        self.sink.send(Note::Wait);
+        if s.in_flight > 0 {
+            self.open(&mut s);
+        }
+    }
+
+    fn start(&self) {
+        let mut s = self.lock();
+        s.in_flight += 1;
+        if !s.open && s.ready && !s.draining {
+            self.open(&mut s);
+        }
+    }
+
+    /// A request ended; returns whether the caller must call
+    /// [`flush`](Self::flush) after [`FLUSH_AFTER`].
+    ///
+    /// The daemon counts a request at each `Done`, and each `Done` leaves
+    /// `r` (the supervisor is woken to count spares), so ended requests are
+    /// told in batches: at most `FLUSH_AFTER` after the first of them ended,
+    /// at once when they reach the worker's quota, and at once when the
+    /// last request ends while shutting down. A batch of `k` is `Done`,
+    /// (`Req`, `Done`) `k - 1` times, then `Req` again if requests are still
+    /// in flight: the count is exact, the worker shows `w` only once it has
+    /// had no request in flight for a moment, and the time in `r` (what the
+    /// babysitter's hung-request limit measures) runs from the last batch.
+    fn end(&self, long: bool) -> bool {
+        let mut s = self.lock();
+        s.in_flight = s.in_flight.saturating_sub(1);
+        if long {
+            s.long = s.long.saturating_sub(1);
+        }
+        if !s.open {
+            return false;
+        }
+        s.pending += 1;
+        let now = if s.draining {
+            s.in_flight == 0
+        } else {
+            s.quota().is_some_and(|q| s.served + s.pending >= q)
+        };
+        if now {
+            self.flush_locked(&mut s);
+            false
+        } else {
+            !s.draining && !std::mem::replace(&mut s.flush_scheduled, true)
+        }
+    }
+
+    /// Tells the daemon the requests that ended meanwhile.
+    fn flush(&self) {
+        let mut s = self.lock();
+        s.flush_scheduled = false;
+        self.flush_locked(&mut s);
+    }
+
+    fn flush_locked(&self, s: &mut TrackState) {
+        while s.pending > 0 && s.open {
+            if s.draining && s.in_flight > 0 {
+                // Shutting down, one Done ends the slot: the last request's.
+                break;
+            }
+            let was_draining = s.draining;
+            self.sink.send(Note::Done);
+            s.open = false;
+            s.pending -= 1;
+            s.served += 1;
+            if s.limit.is_some_and(|limit| s.served >= limit) {
+                // The daemon retires the worker at this Done.
+                self.set_draining(s);
+            } else if !was_draining && s.retire_at.is_some_and(|at| s.served >= at) {
+                // Retire early (jitter): busy while requests are in flight,
+                // then the shutdown of any retiring worker.
+                self.set_draining(s);
+                if s.in_flight > 0 {
+                    self.open(s);
+                }
+                self.sink.send(Note::Retire);
+            } else if !s.draining && (s.pending > 0 || s.in_flight > 0) {
+                self.open(s);
+            }
+        }
+        s.pending = 0;
+    }
+
+    /// One more request in flight is long.
+    fn long(&self) {
+        let mut s = self.lock();
+        s.long += 1;
+        if s.open && s.long == 1 {
+            self.sink.send(Note::Long);
+        }
+    }
+
+    /// Shutdown: report nothing more (the slot is exiting), close
+    /// connections after their current response.
+    fn drain(&self) {
+        let mut s = self.lock();
+        self.set_draining(&mut s);
+        if s.in_flight == 0 {
+            // Idle but not yet told: the daemon ends the worker once idle.
+            self.flush_locked(&mut s);
+        }
+    }
+
+    fn set_draining(&self, s: &mut TrackState) {
+        s.draining = true;
+        self.draining.store(true, Ordering::Release);
+    }
+
+    fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+}
+
+/// A number in `0..=max`, different in every worker.
+fn draw(max: u64) -> u64 {
+    if max == 0 {
+        return 0;
+    }
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    hasher.finish() % (max.saturating_add(1)).max(1)
+}
+
+thread_local! {
+    /// The tracker of the `Reporter` running on this thread, for `mark_long`.
+    static CURRENT: std::cell::RefCell<Option<Arc<Tracker>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Marks the request `req` long: the worker shows `l` instead of `r` while
+/// it is in flight (the babysitter applies its long-request limit, if any,
+/// instead of the request limit). Returns whether it was marked: `false`
+/// outside a [`Reporter`], or if it was already.
+///
+/// ```no_run
+/// use actix_web::{HttpRequest, HttpResponse};
+///
+/// async fn report(req: HttpRequest) -> HttpResponse {
+///     actix_daemon::web::mark_long(&req);
+///     // ... minutes of work ...
+///     HttpResponse::Ok().finish()
+/// }
+/// ```
+pub fn mark_long(req: &HttpRequest) -> bool {
+    let Some(mark) = req.extensions().get::<LongMark>().cloned() else {
+        return false;
+    };
+    if mark.0.replace(true) {
+        return false;
+    }
+    match CURRENT.with(|c| c.borrow().clone()) {
+        Some(tracker) => {
+            tracker.long();
+            true
+        }
+        None => false,
+    }
+}
+
+/// Whether a request was marked long; shared by its extensions and its
+/// guard.
+#[derive(Debug, Clone, Default)]
+struct LongMark(Rc<std::cell::Cell<bool>>);
+
+/// One request in flight; dropping it ends the request.
+struct RequestGuard {
+    tracker: Arc<Tracker>,
+    long: LongMark,
+}
+
+impl RequestGuard {
+    fn start(tracker: &Arc<Tracker>, req: &ServiceRequest) -> RequestGuard {
+        let long = LongMark::default();
+        req.extensions_mut().insert(long.clone());
+        tracker.start();
+        RequestGuard {
+            tracker: tracker.clone(),
+            long,
+        }
+    }
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        if self.tracker.end(self.long.0.get()) {
+            let tracker = self.tracker.clone();
+            let flush = async move {
+                actix_rt::time::sleep(FLUSH_AFTER).await;
+                tracker.flush();
+            };
+            // Outside an arbiter (a runtime being torn down), flush now.
+            let spawned = Arbiter::try_current().is_some_and(|arbiter| arbiter.spawn(flush));
+            if !spawned {
+                self.tracker.flush();
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The middleware.
+
+/// The middleware that reports every request to the scoreboard and serves
+/// the status endpoint; [`Server`] wraps it around the application.
+///
+/// A request is in flight from the moment it reaches the middleware until
+/// its response body is sent (or dropped, when the client goes away); the
+/// process is `r` (or `l`, see [`mark_long`]) while any request is in flight
+/// and `w` once none has been for 5 ms. Every finished request is counted in
+/// the scoreboard and toward the daemon's `requests` limit: each is one
+/// [`UpdateStatus::Done`], sent in batches (see the module documentation).
+/// Once the worker is shutting down, responses carry `Connection: close`.
+/// Responses have a [`BoxBody`] inside [`ReportedBody`]. Its cost is a few
+/// hundred nanoseconds per request (`benches/web.rs`).
+///
+/// Use it directly only with your own `HttpServer` in a worker; then you
+/// also send [`UpdateStatus::Wait`] once listening (see [`Reporter::ready`])
+/// and stop the server on [`DaemonSignal::Shutdown`].
+#[derive(Clone)]
+pub struct Reporter {
+    tracker: Arc<Tracker>,
+    status_path: Option<String>,
+}
+
+impl fmt::Debug for Reporter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reporter")
+            .field("status_path", &self.status_path)
+            .field("state", &*self.tracker.lock())
+            .finish()
+    }
+}
+
+impl Reporter {
+    /// A reporter for this process, which must run an actix `System`; the
+    /// daemon's `requests` limit comes from `config`.
+    ///
+    /// # Panics
+    ///
+    /// Outside an actix `System` (it looks up [`DaemonActor`]).
+    pub fn new(config: &Config) -> Reporter {
+        let limit = match config.mode() {
+            Mode::PreFork(p) => p.requests.map(|n| n.get()),
+            _ => None,
+        };
+        Reporter {
+            tracker: Arc::new(Tracker::new(
+                Sink::Daemon(DaemonActor::from_registry()),
+                limit,
+                0,
+            )),
+            status_path: None,
+        }
+    }
+
+    /// See [`Server::status_path`].
+    pub fn status_path(mut self, path: impl Into<String>) -> Self {
+        self.status_path = Some(path.into());
+        self
+    }
+
+    /// See [`Server::requests_jitter`].
+    pub fn requests_jitter(self, jitter: u64) -> Self {
+        let limit = self.tracker.lock().limit;
+        let sink = match &self.tracker.sink {
+            Sink::Daemon(addr) => Sink::Daemon(addr.clone()),
+            #[cfg(test)]
+            Sink::Record(r) => Sink::Record(r.clone()),
+        };
+        Reporter {
+            tracker: Arc::new(Tracker::new(sink, limit, jitter)),
+            ..self
+        }
+    }
+
+    /// The server is listening: sends [`UpdateStatus::Wait`] (once). Before
+    /// that, requests are not reported.
+    pub fn ready(&self) {
+        self.tracker.ready();
+    }
+
+    /// The worker is shutting down: report nothing more, and close each
+    /// connection after its current response.
+    pub fn drain(&self) {
+        self.tracker.drain();
+    }
+}
+
+impl<S, B> Transform<S, ServiceRequest> for Reporter
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<ReportedBody>;
+    type Error = actix_web::Error;
+    type Transform = ReporterService<S>;
+    type InitError = ();
+    type Future = std::future::Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        CURRENT.with(|c| *c.borrow_mut() = Some(self.tracker.clone()));
+        std::future::ready(Ok(ReporterService {
+            service: Rc::new(service),
+            tracker: self.tracker.clone(),
+            status_path: self.status_path.as_deref().map(Rc::from),
+        }))
+    }
+}
+
+/// The service of a [`Reporter`], one per actix-web worker thread.
+pub struct ReporterService<S> {
+    service: Rc<S>,
+    tracker: Arc<Tracker>,
+    status_path: Option<Rc<str>>,
+}
+
+impl<S> fmt::Debug for ReporterService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReporterService")
+            .field("status_path", &self.status_path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, B> Service<ServiceRequest> for ReporterService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<ReportedBody>;
+    type Error = actix_web::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>>>>;
+
+    actix_web::dev::forward_ready!(service);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        let guard = RequestGuard::start(&self.tracker, &req);
+        let is_status = self.status_path.as_deref() == Some(req.path())
+            && matches!(*req.method(), Method::GET | Method::HEAD);
+        if is_status {
+            let format = StatusFormat::from_query(req.query_string());
+            let tracker = self.tracker.clone();
+            return Box::pin(async move {
+                let response = match &tracker.sink {
+                    Sink::Daemon(addr) => match addr.send(Status).await {
+                        Ok(report) => HttpResponse::Ok()
+                            .insert_header((
+                                header::CONTENT_TYPE,
+                                HeaderValue::from_static(format.content_type()),
+                            ))
+                            .insert_header((header::CACHE_CONTROL, "no-store"))
+                            .body(format.render(&report)),
+                        Err(err) => HttpResponse::build(StatusCode::SERVICE_UNAVAILABLE)
+                            .body(format!("no status: {err}\n")),
+                    },
+                    #[cfg(test)]
+                    Sink::Record(_) => HttpResponse::Ok().finish(),
+                };
+                let (req, _) = req.into_parts();
+                Ok(finish(ServiceResponse::new(req, response), guard, &tracker))
+            });
+        }
+        let fut = self.service.call(req);
+        let tracker = self.tracker.clone();
+        Box::pin(async move {
+            let res = fut.await?;
+            Ok(finish(res.map_into_boxed_body(), guard, &tracker))
+        })
+    }
+}
+
+fn finish(
+    mut res: ServiceResponse<BoxBody>,
+    guard: RequestGuard,
+    tracker: &Tracker,
+) -> ServiceResponse<ReportedBody> {
+    if tracker.is_draining() {
+        res.response_mut()
+            .head_mut()
+            .set_connection_type(ConnectionType::Close);
+    }
+    res.map_body(|_, body| ReportedBody {
+        body,
+        _guard: Some(guard),
+    })
+}
+
+/// A response body that ends its request (for the scoreboard) once it has
+/// been sent or dropped. The body of every response of a [`Reporter`].
+pub struct ReportedBody {
+    body: BoxBody,
+    _guard: Option<RequestGuard>,
+}
+
+impl fmt::Debug for ReportedBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReportedBody")
+            .field("body", &self.body)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MessageBody for ReportedBody {
+    type Error = Box<dyn std::error::Error>;
+
+    fn size(&self) -> BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.body).poll_next(cx);
+        if matches!(poll, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            // Sent: the request is over, even if the connection lingers.
+            this._guard = None;
+        }
+        poll
+    }
+
+    fn try_into_bytes(self) -> Result<Bytes, Self> {
+        let ReportedBody { body, _guard } = self;
+        body.try_into_bytes()
+            .map_err(|body| ReportedBody { body, _guard })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Status formats.
+
+/// The formats of the status endpoint, chosen by the query string.
+///
+/// | query | format | content type |
+/// |---|---|---|
+/// | (none) | [`Text`](Self::Text): the [`StatusReport`]'s `Display` | `text/plain` |
+/// | `?json` or `?format=json` | [`Json`](Self::Json): the report's serde form | `application/json` |
+/// | `?prometheus` or `?format=prometheus` | [`Prometheus`](Self::Prometheus): text exposition format 0.0.4 | `text/plain; version=0.0.4` |
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusFormat {
+    /// The human-readable report.
+    Text,
+    /// JSON, as [`StatusReport`] serialises.
+    Json,
+    /// Prometheus text exposition format.
+    Prometheus,
+}
+
+impl StatusFormat {
+    /// The format a query string asks for (text unless it names another).
+    pub fn from_query(query: &str) -> StatusFormat {
+        let mut format = StatusFormat::Text;
+        for pair in query.split('&') {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let name = if key == "format" { value } else { key };
+            match name {
+                "json" => format = StatusFormat::Json,
+                "prometheus" | "metrics" => format = StatusFormat::Prometheus,
+                _ => {}
+            }
+        }
+        format
+    }
+
+    /// The response's content type.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            StatusFormat::Text => "text/plain; charset=utf-8",
+            StatusFormat::Json => "application/json",
+            StatusFormat::Prometheus => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+
+    /// Renders `report` in this format.
+    pub fn render(self, report: &StatusReport) -> String {
+        match self {
+            StatusFormat::Text => report.to_string(),
+            StatusFormat::Json => {
+                let mut json = serde_json::to_string_pretty(report)
+                    .unwrap_or_else(|err| format!("{{\"error\": \"{err}\"}}"));
+                json.push('\n');
+                json
+            }
+            StatusFormat::Prometheus => prometheus(report),
+        }
+    }
+}
+
+/// Escapes a Prometheus label value.
+fn label(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The report in Prometheus text format: pool totals (counters survive
+/// worker recycling: they live in the shared scoreboard), pool limits, and
+/// per worker its state, requests and time in state, labelled by slot and
+/// pid.
+fn prometheus(report: &StatusReport) -> String {
+    let mut out = String::with_capacity(4096);
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
+        let _ = writeln!(out, "# HELP actix_daemon_{name} {help}");
+        let _ = writeln!(out, "# TYPE actix_daemon_{name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "actix_daemon_{name}{labels} {value}");
+        }
+    };
+    let one = |value: f64| vec![(String::new(), value)];
+    let c = &report.counters;
+    metric(
+        "info",
+        "gauge",
+        "The daemon: alias, mode, supervisor pid, answering pid.",
+        &[(
+            format!(
+                "{{alias=\"{}\",mode=\"{}\",supervisor_pid=\"{}\",pid=\"{}\"}}",
+                label(&report.alias),
+                label(report.mode),
+                report.supervisor_pid,
+                report.pid
+            ),
+            1.0,
+        )],
+    );
+    metric(
+        "requests_total",
+        "counter",
+        "Requests served by all workers since start.",
+        &one(c.requests as f64),
+    );
+    let (idle, busy, starting, exiting) = report.tally();
+    metric(
+        "workers",
+        "gauge",
+        "Workers by what they do: idle (spares), active (busy), starting, exiting.",
+        &[
+            ("{state=\"idle\"}".into(), idle as f64),
+            ("{state=\"active\"}".into(), busy as f64),
+            ("{state=\"starting\"}".into(), starting as f64),
+            ("{state=\"exiting\"}".into(), exiting as f64),
+        ],
+    );
+    for (name, help, value) in [
+        ("workers_spawned_total", "Workers started.", c.spawned),
+        ("workers_exited_total", "Workers reaped.", c.exited),
+        (
+            "workers_retired_total",
+            "Workers recycled: served their requests, or surplus spares.",
+            c.retired,
+        ),
+        (
+            "workers_killed_total",
+            "Workers killed (SIGKILL at shutdown).",
+            c.killed,
+        ),
+        (
+            "fork_failures_total",
+            "Forks that failed and were retried.",
+            c.fork_failed,
+        ),
+        (
+            "workers_crashed_total",
+            "Workers that died young (before ready, or within a second, with an error).",
+            c.crashed,
+        ),
+    ] {
+        metric(name, "counter", help, &one(value as f64));
+    }
+    metric(
+        "babysitter_actions_total",
+        "counter",
+        "Babysitter interventions by reason.",
+        &[
+            ("{reason=\"rogue\"}".into(), c.rogue as f64),
+            ("{reason=\"hung\"}".into(), c.hung as f64),
+            ("{reason=\"memory\"}".into(), c.memory as f64),
+            ("{reason=\"vanished\"}".into(), c.vanished as f64),
+        ],
+    );
+    metric(
+        "crash_streak",
+        "gauge",
+        "Young deaths in a row; above 0 the pool is degraded and spawns back off.",
+        &one(c.crash_streak as f64),
+    );
+    metric(
+        "degraded",
+        "gauge",
+        "1 while workers keep dying young.",
+        &one(f64::from(u8::from(report.is_degraded()))),
+    );
+    if let Some(last) = c.last_crash {
+        metric(
+            "last_crash_status",
+            "gauge",
+            "How the last young death ended: an exit code, or minus a signal number.",
+            &one(last as f64),
+        );
+    }
+    if let Some(limits) = report.limits {
+        metric(
+            "max_children",
+            "gauge",
+            "Most workers at once.",
+            &one(limits.max_children as f64),
+        );
+        if let (Some(min), Some(max)) = (limits.min_spare, limits.max_spare) {
+            metric(
+                "min_spare",
+                "gauge",
+                "Least idle workers wanted.",
+                &one(min as f64),
+            );
+            metric(
+                "max_spare",
+                "gauge",
+                "Most idle workers kept.",
+                &one(max as f64),
+            );
+        }
+        if let Some(n) = limits.requests {
+            metric(
+                "requests_per_worker",
+                "gauge",
+                "Requests after which a worker is recycled.",
+                &one(n as f64),
+            );
+        }
+    }
+    if let Some(queued) = report.queued_requests {
+        metric(
+            "queued_requests",
+            "gauge",
+            "Fork per request: requests waiting for a free slot.",
+            &one(queued as f64),
+        );
+    }
+    metric(
+        "shutting_down",
+        "gauge",
+        "1 while the answering process shuts down.",
+        &one(f64::from(u8::from(report.shutting_down))),
+    );
+    let workers: Vec<_> = report.slots.iter().filter(|s| s.pid != 0).collect();
+    let labels = |s: &crate::SlotSnapshot| format!("slot=\"{}\",pid=\"{}\"", s.slot, s.pid);
+    metric(
+        "worker_state",
+        "gauge",
+        "Each worker's scoreboard state (its letter: . w r l f e); always 1.",
+        &workers
+            .iter()
+            .map(|s| {
+                (
+                    format!(
+                        "{{{},state=\"{}\"}}",
+                        labels(s),
+                        label(&s.state.letter().to_string())
+                    ),
+                    1.0,
+                )
+            })
+            .collect::<Vec<_>>(),
+    );
+    metric(
+        "worker_requests_total",
+        "counter",
+        "Requests served by each worker.",
+        &workers
+            .iter()
+            .map(|s| (format!("{{{}}}", labels(s)), s.requests as f64))
+            .collect::<Vec<_>>(),
+    );
+    metric(
+        "worker_state_seconds",
+        "gauge",
+        "Time each worker has been in its state.",
+        &workers
+            .iter()
+            .map(|s| (format!("{{{}}}", labels(s)), s.in_state_ms as f64 / 1000.0))
+            .collect::<Vec<_>>(),
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SlotState;
+
+    fn tracker(limit: Option<u64>, jitter: u64) -> (Tracker, Arc<Mutex<Vec<Note>>>) {
+        let notes = Arc::new(Mutex::new(Vec::new()));
+        (
+            Tracker::new(Sink::Record(notes.clone()), limit, jitter),
+            notes,
+        )
+    }
+
+    fn take(notes: &Mutex<Vec<Note>>) -> Vec<Note> {
+        std::mem::take(&mut *notes.lock().unwrap())
+    }
+
+    #[test]
+    fn a_request_is_req_then_done_a_moment_later() {
+        use Note::*;
+        let (t, notes) = tracker(None, 0);
+        t.ready();
+        t.start();
+        assert!(t.end(false), "a flush is scheduled");
+        assert_eq!(take(&notes), [Wait, Req]);
+        t.flush();
+        assert_eq!(take(&notes), [Done]);
+        t.start();
+        assert!(t.end(false));
+        t.flush();
+        assert_eq!(take(&notes), [Req, Done]);
+        assert_eq!(t.lock().served, 2);
+    }
+
+    #[test]
+    fn requests_in_a_row_are_one_busy_period_and_each_is_counted() {
+        use Note::*;
+        let (t, notes) = tracker(None, 0);
+        t.ready();
+        take(&notes);
+        for _ in 0..3 {
+            t.start();
+            t.end(false);
+        }
+        assert_eq!(take(&notes), [Req], "busy until the flush");
+        t.flush();
+        assert_eq!(take(&notes), [Done, Req, Done, Req, Done]);
+        assert_eq!(t.lock().served, 3);
+    }
+
+    #[test]
+    fn overlapping_requests_are_each_counted_and_the_process_stays_busy() {
+        use Note::*;
+        let (t, notes) = tracker(None, 0);
+        t.ready();
+        take(&notes);
+        t.start();
+        t.start();
+        t.start();
+        assert_eq!(take(&notes), [Req], "one busy period");
+        assert!(t.end(false), "the first end schedules a flush");
+        assert!(!t.end(false), "one flush at a time");
+        assert_eq!(take(&notes), [], "batched");
+        t.flush();
+        // Each is counted; the process goes straight back to r.
+        assert_eq!(take(&notes), [Done, Req, Done, Req]);
+        t.start();
+        assert!(t.end(false));
+        t.end(false);
+        t.flush();
+        assert_eq!(take(&notes), [Done, Req, Done]);
+        t.flush();
+        assert_eq!(take(&notes), [], "nothing left to flush");
+        assert_eq!(t.lock().served, 4);
+        assert_eq!(t.lock().in_flight, 0);
+    }
+
+    #[test]
+    fn requests_before_ready_are_reported_once_ready() {
+        use Note::*;
+        let (t, notes) = tracker(None, 0);
+        t.start();
+        assert_eq!(take(&notes), []);
+        t.ready();
+        t.end(false);
+        t.flush();
+        assert_eq!(take(&notes), [Wait, Req, Done]);
+    }
+
+    #[test]
+    fn long_is_kept_while_a_long_request_is_in_flight() {
+        use Note::*;
+        let (t, notes) = tracker(None, 0);
+        t.ready();
+        take(&notes);
+        t.start();
+        t.start();
+        t.long();
+        assert_eq!(take(&notes), [Req, Long]);
+        // The short one ends: the long one keeps the process in l.
+        t.end(false);
+        t.flush();
+        assert_eq!(take(&notes), [Done, Req, Long]);
+        t.end(true);
+        t.flush();
+        assert_eq!(take(&notes), [Done]);
+        assert_eq!(t.lock().long, 0);
+    }
+
+    #[test]
+    fn the_limit_is_never_passed_and_drains() {
+        use Note::*;
+        let (t, notes) = tracker(Some(3), 0);
+        t.ready();
+        take(&notes);
+        for _ in 0..4 {
+            t.start();
+        }
+        t.end(false);
+        t.end(false);
+        assert_eq!(take(&notes), [Req]);
+        // The third reaches the limit: counted at once, not batched.
+        assert!(!t.end(false));
+        assert_eq!(take(&notes), [Done, Req, Done, Req, Done]);
+        assert!(t.is_draining(), "the daemon retires at the third Done");
+        t.end(false);
+        t.start();
+        t.end(false);
+        t.flush();
+        assert_eq!(take(&notes), [], "nothing after the limit");
+        assert_eq!(t.lock().served, 3);
+    }
+
+    #[test]
+    fn jitter_retires_early_with_a_shutdown() {
+        use Note::*;
+        for _ in 0..50 {
+            let (t, notes) = tracker(Some(10), 4);
+            let at = t.lock().retire_at;
+            if let Some(at) = at {
+                assert!((6..10).contains(&at), "{at}");
+            }
+            t.ready();
+            let mut n = 0;
+            while !t.is_draining() {
+                t.start();
+                if t.end(false) {
+                    t.flush();
+                }
+                n += 1;
+            }
+            let notes = take(&notes);
+            assert!((6..=10).contains(&n), "{n}");
+            assert_eq!(notes.last() == Some(&Retire), at.is_some(), "{notes:?}");
+            assert_eq!(notes.iter().filter(|n| **n == Done).count(), n);
+        }
+        assert_eq!(draw(0), 0);
+        assert!((0..1000).all(|_| draw(3) <= 3));
+    }
+
+    #[test]
+    fn an_early_retirement_stays_busy_until_the_last_request() {
+        use Note::*;
+        let (t, notes) = tracker(Some(10), 0);
+        t.lock().retire_at = Some(2);
+        t.ready();
+        take(&notes);
+        t.start();
+        t.start();
+        t.start();
+        t.end(false);
+        t.end(false);
+        assert_eq!(take(&notes), [Req, Done, Req, Done, Req, Retire]);
+        t.end(false);
+        assert_eq!(take(&notes), [Done], "the one in flight ends the slot");
+    }
+
+    #[test]
+    fn draining_keeps_the_process_busy_until_the_last_request() {
+        use Note::*;
+        let (t, notes) = tracker(None, 0);
+        t.ready();
+        take(&notes);
+        t.start();
+        t.start();
+        assert!(t.end(false));
+        t.drain();
+        t.ready();
+        t.flush();
+        assert_eq!(take(&notes), [Req], "still busy: one is in flight");
+        t.start();
+        assert!(!t.end(false), "no batching while draining");
+        t.end(false);
+        assert_eq!(take(&notes), [Done], "at once");
+        t.start();
+        t.end(false);
+        assert_eq!(take(&notes), [], "nothing after");
+    }
+
+    #[test]
+    fn draining_an_idle_worker_ends_its_busy_period_at_once() {
+        use Note::*;
+        let (t, notes) = tracker(None, 0);
+        t.ready();
+        t.start();
+        assert!(t.end(false));
+        t.drain();
+        assert_eq!(take(&notes), [Wait, Req, Done]);
+        t.flush();
+        assert_eq!(take(&notes), []);
+    }
+
+    #[test]
+    fn status_formats_come_from_the_query() {
+        assert_eq!(StatusFormat::from_query(""), StatusFormat::Text);
+        assert_eq!(StatusFormat::from_query("json"), StatusFormat::Json);
+        assert_eq!(StatusFormat::from_query("format=json"), StatusFormat::Json);
+        assert_eq!(
+            StatusFormat::from_query("prometheus"),
+            StatusFormat::Prometheus
+        );
+        assert_eq!(
+            StatusFormat::from_query("x=1&prometheus="),
+            StatusFormat::Prometheus
+        );
+        assert_eq!(StatusFormat::from_query("verbose"), StatusFormat::Text);
+    }
+
+    fn report() -> StatusReport {
+        use crate::{Counters, PoolLimits, SlotId, SlotSnapshot};
+        StatusReport {
+            alias: "web \"test\"".into(),
+            mode: "Pre-forking server",
+            role: Role::Worker,
+            pid: 11,
+            supervisor_pid: 10,
+            slot: Some(1),
+            limits: Some(PoolLimits {
+                max_children: 3,
+                min_spare: Some(1),
+                max_spare: Some(2),
+                requests: Some(50),
+            }),
+            slots: vec![
+                SlotSnapshot {
+                    slot: SlotId(0),
+                    state: SlotState::Wait,
+                    pid: 12,
+                    requests: 7,
+                    in_state_ms: 1500,
+                },
+                SlotSnapshot {
+                    slot: SlotId(1),
+                    state: SlotState::Req,
+                    pid: 11,
+                    requests: 3,
+                    in_state_ms: 2,
+                },
+                SlotSnapshot {
+                    slot: SlotId(2),
+                    state: SlotState::Empty,
+                    pid: 0,
+                    requests: 0,
+                    in_state_ms: 0,
+                },
+            ],
+            counters: Counters {
+                spawned: 5,
+                exited: 3,
+                retired: 2,
+                requests: 160,
+                crashed: 1,
+                last_crash: Some(-9),
+                ..Counters::default()
+            },
+            queued_requests: None,
+            paused: None,
+            shutting_down: false,
+        }
+    }
+
+    #[test]
+    fn prometheus_text_has_totals_limits_and_workers() {
+        let text = prometheus(&report());
+        for line in [
+            "actix_daemon_requests_total 160",
+            "actix_daemon_workers{state=\"idle\"} 1",
+            "actix_daemon_workers{state=\"active\"} 1",
+            "actix_daemon_workers_spawned_total 5",
+            "actix_daemon_workers_retired_total 2",
+            "actix_daemon_workers_crashed_total 1",
+            "actix_daemon_last_crash_status -9",
+            "actix_daemon_degraded 0",
+            "actix_daemon_requests_per_worker 50",
+            "actix_daemon_worker_state{slot=\"1\",pid=\"11\",state=\"r\"} 1",
+            "actix_daemon_worker_requests_total{slot=\"0\",pid=\"12\"} 7",
+            "actix_daemon_worker_state_seconds{slot=\"0\",pid=\"12\"} 1.5",
+            "# TYPE actix_daemon_requests_total counter",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        assert!(text.contains("alias=\"web \\\"test\\\"\""), "{text}");
+        assert!(!text.contains("pid=\"0\""), "empty slots are not workers");
+        // Every sample line is `name{labels} number`.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (_, value) = line.rsplit_once(' ').unwrap();
+            value.parse::<f64>().unwrap_or_else(|_| panic!("{line}"));
+        }
+    }
+
+    #[test]
+    fn json_and_text_are_the_report_s_own() {
+        let r = report();
+        let json: serde_json::Value = serde_json::from_str(&StatusFormat::Json.render(&r)).unwrap();
+        assert_eq!(json["counters"]["requests"], 160);
+        assert_eq!(json["slots"][1]["state"], "req");
+        assert_eq!(StatusFormat::Text.render(&r), r.to_string());
+    }
+}

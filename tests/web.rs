@@ -1,0 +1,308 @@
+//! actix-web on a pre-forked pool: `hello_prefork` driven by a real HTTP
+//! client under load while its workers recycle, its status page in all three
+//! formats, and a graceful shutdown with a request in flight.
+
+#![cfg(feature = "web")]
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use nix::sys::wait::WaitStatus;
+use support::{DEADLINE, Daemon, run_failing, wait_until};
+
+/// Requests per client thread.
+const PER_THREAD: usize = 200;
+/// Client threads.
+const THREADS: usize = 3;
+/// Every this many requests, a client asks for a slow (long) one.
+const SLOW_EVERY: usize = 25;
+
+fn agent(keep_alive: bool) -> ureq::Agent {
+    let mut config = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .http_status_as_error(false);
+    if !keep_alive {
+        config = config.max_idle_connections(0);
+    }
+    config.build().new_agent()
+}
+
+/// GET `path`: (status, body), or the client's error.
+fn get(agent: &ureq::Agent, port: u16, path: &str) -> Result<(u16, String), String> {
+    let mut response = agent
+        .get(format!("http://127.0.0.1:{port}{path}"))
+        .call()
+        .map_err(|err| format!("GET {path}: {err}"))?;
+    let status = response.status().as_u16();
+    let body = response
+        .body_mut()
+        .read_to_string()
+        .map_err(|err| format!("GET {path}: body: {err}"))?;
+    Ok((status, body))
+}
+
+/// GET `path`, which must answer 200.
+fn get_ok(d: &Daemon, path: &str) -> String {
+    match get(&agent(false), d.port, path) {
+        Ok((200, body)) => body,
+        other => panic!("GET {path}: {other:?}\n{}", d.report()),
+    }
+}
+
+/// The value of an unlabelled Prometheus sample.
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+        .parse()
+        .unwrap_or_else(|_| panic!("{name} is not a number in\n{text}"))
+}
+
+fn json_status(d: &Daemon) -> serde_json::Value {
+    serde_json::from_str(&get_ok(d, "/status?json")).expect("status JSON")
+}
+
+#[test]
+fn load_while_workers_recycle_loses_no_request_and_the_status_page_tells_it() {
+    let d = Daemon::start(
+        "hello_prefork",
+        &[
+            "--requests",
+            "50",
+            "--start-children",
+            "2",
+            "--max-children",
+            "6",
+            "--keep-alive",
+            "2",
+        ],
+    );
+    d.wait_workers(2);
+
+    // Three clients: two keep their connection alive, one opens a new
+    // connection for every request. Every answer must be a worker's pid.
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let pids = Arc::new(Mutex::new(BTreeSet::<u32>::new()));
+    let port = d.port;
+    let clients: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let failures = failures.clone();
+            let pids = pids.clone();
+            thread::spawn(move || {
+                let agent = agent(t != 2);
+                for i in 0..PER_THREAD {
+                    let slow = i % SLOW_EVERY == SLOW_EVERY - 1;
+                    let path = if slow { "/slow?ms=100" } else { "/pid" };
+                    match get(&agent, port, path) {
+                        Ok((200, body)) if slow => {
+                            if body != "slept 100 ms\n" {
+                                failures.lock().unwrap().push(format!("{path}: {body:?}"));
+                            }
+                        }
+                        Ok((200, body)) => match body.trim().parse::<u32>() {
+                            Ok(pid) => {
+                                pids.lock().unwrap().insert(pid);
+                            }
+                            Err(_) => failures.lock().unwrap().push(format!("{path}: {body:?}")),
+                        },
+                        Ok((status, body)) => failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("{path}: {status} {body:?}")),
+                        Err(err) => failures.lock().unwrap().push(err),
+                    }
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().expect("client thread");
+    }
+    let failures = failures.lock().unwrap().clone();
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed: {failures:#?}\n{}",
+        failures.len(),
+        THREADS * PER_THREAD,
+        d.report()
+    );
+    let pids = pids.lock().unwrap().clone();
+    let sent = (THREADS * PER_THREAD) as f64;
+    // 50 requests each: at least 600 / 50 workers served the load.
+    assert!(
+        pids.len() >= 6,
+        "workers were not recycled: {pids:?}\n{}",
+        d.report()
+    );
+
+    // Once the load is over, no worker stays busy: nothing leaked an
+    // in-flight request (the worker answering the status is busy with it).
+    let mut last = serde_json::Value::Null;
+    assert!(
+        wait_until(DEADLINE, || {
+            last = json_status(&d);
+            let me = last["pid"].as_i64();
+            last["slots"].as_array().unwrap().iter().all(|s| {
+                s["pid"].as_i64() == me
+                    || !matches!(s["state"].as_str(), Some("req") | Some("long"))
+            })
+        }),
+        "a worker stayed busy: {last:#}"
+    );
+
+    // JSON: the report's own fields, counters kept across recycling.
+    let json = json_status(&d);
+    assert_eq!(json["mode"], "Pre-forking server");
+    assert_eq!(json["role"], "worker");
+    assert_eq!(json["limits"]["requests"], 50);
+    assert_eq!(json["limits"]["max_children"], 6);
+    assert_eq!(json["slots"].as_array().unwrap().len(), 6);
+    let counters = &json["counters"];
+    let requests = counters["requests"].as_f64().unwrap();
+    let retired = counters["retired"].as_u64().unwrap();
+    let spawned = counters["spawned"].as_u64().unwrap();
+    assert!(
+        retired >= 6 && spawned >= 8,
+        "recycling not counted: {json:#}"
+    );
+    // Every request is counted, except the few a retiring worker still
+    // answers after its last counted one (its connections' last requests,
+    // answered with `Connection: close`); status requests add a few.
+    assert!(
+        requests <= sent + 50.0 && requests >= sent * 0.9,
+        "{requests} requests counted for {sent} sent: {json:#}"
+    );
+    eprintln!(
+        "sent {sent}, counted {requests}, retired {retired}, spawned {spawned}, {} worker pids",
+        pids.len()
+    );
+    let workers: Vec<_> = json["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["pid"].as_i64() != Some(0))
+        .collect();
+    assert!(!workers.is_empty(), "{json:#}");
+    for w in &workers {
+        assert!(w["requests"].as_u64().unwrap() <= 50, "{w}");
+        assert!(w["in_state_ms"].is_u64(), "{w}");
+    }
+
+    // Text: the report for people.
+    let text = get_ok(&d, "/status");
+    for needle in [
+        "Pre-forking server, we are a child",
+        "50 requests per child",
+        "Slots [",
+        "Requests ",
+        "retired ",
+        "s in state",
+    ] {
+        assert!(text.contains(needle), "no {needle:?} in\n{text}");
+    }
+
+    // Prometheus: totals, per-worker series, every sample a number.
+    let prom = get_ok(&d, "/status?prometheus");
+    let total = sample(&prom, "actix_daemon_requests_total");
+    assert!(
+        total >= requests,
+        "counters went back: {total} < {requests}"
+    );
+    assert!(sample(&prom, "actix_daemon_workers_retired_total") >= retired as f64);
+    assert!(sample(&prom, "actix_daemon_workers_spawned_total") >= spawned as f64);
+    assert_eq!(sample(&prom, "actix_daemon_requests_per_worker"), 50.0);
+    assert_eq!(sample(&prom, "actix_daemon_degraded"), 0.0);
+    assert!(
+        prom.lines()
+            .any(|l| l.starts_with("actix_daemon_workers{state=\"idle\"} ")),
+        "{prom}"
+    );
+    for series in [
+        "actix_daemon_worker_state{slot=",
+        "actix_daemon_worker_requests_total{slot=",
+        "actix_daemon_worker_state_seconds{slot=",
+    ] {
+        assert!(
+            prom.lines().any(|l| l.starts_with(series)),
+            "no {series} in\n{prom}"
+        );
+    }
+    for line in prom.lines().filter(|l| !l.starts_with('#')) {
+        let (_, value) = line.rsplit_once(' ').expect("sample line");
+        assert!(value.parse::<f64>().is_ok(), "{line}");
+    }
+
+    d.signal(Signal::SIGTERM);
+    assert!(
+        matches!(d.wait_exit(), WaitStatus::Exited(_, 0)),
+        "{}",
+        d.report()
+    );
+    assert!(
+        wait_until(DEADLINE, || d.pids().is_empty()),
+        "processes left: {:?}",
+        d.pids()
+    );
+}
+
+#[test]
+fn shutdown_finishes_a_long_request_in_flight() {
+    let d = Daemon::start(
+        "hello_prefork",
+        &["--start-children", "1", "--max-children", "2"],
+    );
+    d.wait_workers(1);
+    let port = d.port;
+    let slow = thread::spawn(move || get(&agent(true), port, "/slow?ms=1500"));
+    // The worker serving it shows `l`.
+    let mut last = serde_json::Value::Null;
+    assert!(
+        wait_until(DEADLINE, || {
+            last = json_status(&d);
+            last["slots"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["state"] == "long")
+        }),
+        "no long request on the scoreboard: {last:#}"
+    );
+    d.signal(Signal::SIGTERM);
+    let answer = slow.join().expect("client thread");
+    assert_eq!(
+        answer,
+        Ok((200, "slept 1500 ms\n".to_owned())),
+        "{}",
+        d.report()
+    );
+    assert!(
+        matches!(d.wait_exit(), WaitStatus::Exited(_, 0)),
+        "{}",
+        d.report()
+    );
+    assert!(
+        wait_until(DEADLINE, || d.pids().is_empty()),
+        "processes left: {:?}",
+        d.pids()
+    );
+}
+
+#[test]
+fn bad_flags_exit_2_before_anything_starts() {
+    for args in [
+        &["--threads", "0"][..],
+        &["--listen", "nowhere"],
+        &["--requests"],
+        &["--bogus"],
+        &["--start-children", "3", "--max-children", "2"],
+    ] {
+        let (code, stderr) = run_failing("hello_prefork", args);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stderr.contains("hello_prefork: "), "{args:?}: {stderr}");
+    }
+}
