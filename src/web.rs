@@ -338,11 +338,12 @@ impl Actor for WebWorker {
 }
 
 impl Handler<DaemonSignal> for WebWorker {
-    type Result = ResponseFuture<()>;
+    // `Accept` comes after every `Done`: answered without a future.
+    type Result = Response<()>;
 
     fn handle(&mut self, signal: DaemonSignal, _: &mut Context<Self>) -> Self::Result {
         if !matches!(signal, DaemonSignal::Shutdown) {
-            return Box::pin(std::future::ready(()));
+            return Response::reply(());
         }
         // The daemon waits for this future (up to its shutdown timeout)
         // before it ends the worker.
@@ -351,7 +352,7 @@ impl Handler<DaemonSignal> for WebWorker {
         let connections = self.connections.clone();
         let log = self.log.clone();
         let deadline = Instant::now() + self.drain_for;
-        Box::pin(async move {
+        Response::fut(async move {
             handle.pause().await;
             actix_rt::time::sleep(ACCEPT_GRACE).await;
             let open = connections.load(Ordering::Acquire);
