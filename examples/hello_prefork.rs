@@ -2,7 +2,7 @@
 //! the pool's status page.
 //!
 //! ```text
-//! cargo run --example hello_prefork --features web            # 127.0.0.1:8080, detached
+//! cargo run --example hello_prefork                           # 127.0.0.1:8080, detached
 //! curl http://127.0.0.1:8080/                                  # Hello, world!
 //! curl http://127.0.0.1:8080/status                            # the pool, for people
 //! curl 'http://127.0.0.1:8080/status?json'                     # ... for programs

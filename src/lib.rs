@@ -89,7 +89,7 @@
 //!
 //! # Features
 //!
-//! - `web`: run actix-web applications on a pre-forked pool
+//! - `web` (default): run actix-web applications on a pre-forked pool
 //!   (`actix_daemon::web`).
 //!
 //! Linux only (`/proc`, `prctl`, child subreaper).
@@ -103,8 +103,8 @@ mod daemon;
 #[cfg(doctest)]
 mod doctests;
 
-/// The README's code, compiled as a doctest.
-#[cfg(doctest)]
+/// The README's code, compiled as a doctest (it uses the `web` feature).
+#[cfg(all(doctest, feature = "web"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 mod error;
