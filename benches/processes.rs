@@ -44,13 +44,18 @@
 //!    --max-children 1000 --min-spare 1000 --max-spare 1000 --requests 0`:
 //!    time from starting it until 1,000 workers have logged their first
 //!    `Wait` (`state: .`) and 1,000 live worker processes are its children in
-//!    /proc; supervisor, spawner and worker CPU over 5 s while they idle;
+//!    /proc; supervisor, spawner and worker CPU over 5 s while they idle
+//!    (every thread's `/proc/PID/task/TID/schedstat`, in nanoseconds);
 //!    memory; then kill -9 of every worker and the time until 1,000 new ones
 //!    are ready again; zombies and killed workers left over.
 //! 4. Memory. Supervisor and spawner RSS (`VmRSS`), a worker's unique
 //!    (`Private_Clean + Private_Dirty`) and proportional (`Pss`) memory from
 //!    `/proc/PID/smaps_rollup`, in the 1,000-worker pool and in the idle
 //!    seed pools of section 1.
+//!
+//! The header gives the share of the machine's CPU that other processes
+//! used during each section (from `/proc/stat` minus this bench's own
+//! `getrusage`): on a shared machine, compare ratios within one run.
 //!
 //! All traffic goes to 127.0.0.1; every loop is bounded in count and time.
 //! The bench raises its `RLIMIT_NOFILE` soft limit to the hard limit, is a
@@ -438,8 +443,6 @@ mod bench {
         ppid: i32,
         state: char,
         comm: String,
-        /// utime + stime, in clock ticks.
-        cpu_ticks: u64,
     }
 
     fn scan() -> Vec<Proc> {
@@ -452,7 +455,6 @@ mod bench {
                 ppid: s.ppid,
                 state: s.state,
                 comm: s.comm,
-                cpu_ticks: s.utime + s.stime,
             })
             .collect()
     }
@@ -464,7 +466,6 @@ mod bench {
             ppid: s.ppid,
             state: s.state,
             comm: s.comm,
-            cpu_ticks: s.utime + s.stime,
         })
     }
 
@@ -481,6 +482,22 @@ mod bench {
             .filter(|p| p.state == 'Z' && parents.contains(&p.ppid))
             .map(|p| p.pid)
             .collect()
+    }
+
+    /// CPU time of every thread of `pid` in nanoseconds
+    /// (`/proc/PID/task/*/schedstat`, first field).
+    fn cpu_ns(pid: i32) -> Option<u64> {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+        let mut total = 0;
+        for task in tasks.flatten() {
+            let text = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+            total += text
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        Some(total)
     }
 
     fn vm_rss_kib(pid: i32) -> Option<u64> {
@@ -1619,30 +1636,26 @@ mod bench {
         sc.zombies_at_full = Some(zombies_of(&scan(), &[sup]).len());
         sc.memory = Memory::read(sup, MEMORY_SAMPLE);
 
-        // CPU while the pool idles.
+        // CPU while the pool idles, from every thread's schedstat (ns).
         let all = scan();
         let spawner = children_named(&all, sup, "-spawner").first().map(|p| p.pid);
-        let cpu = |all: &[Proc]| -> (Option<u64>, Option<u64>, u64) {
-            let of = |pid: Option<i32>| {
-                pid.and_then(|pid| all.iter().find(|p| p.pid == pid))
-                    .map(|p| p.cpu_ticks)
-            };
-            let workers: u64 = children_named(all, sup, "-worker")
-                .iter()
-                .map(|p| p.cpu_ticks)
-                .sum();
-            (of(Some(sup)), of(spawner), workers)
+        let worker_pids: Vec<i32> = children_named(&all, sup, "-worker")
+            .iter()
+            .map(|p| p.pid)
+            .collect();
+        let cpu = || -> (Option<u64>, Option<u64>, u64) {
+            let workers = worker_pids.iter().filter_map(|&p| cpu_ns(p)).sum();
+            (cpu_ns(sup), spawner.and_then(cpu_ns), workers)
         };
-        let before = cpu(&all);
+        let before = cpu();
         let t_idle = Instant::now();
         std::thread::sleep(IDLE_WINDOW);
-        let after = cpu(&scan());
+        let after = cpu();
         sc.idle_seconds = t_idle.elapsed().as_secs_f64();
-        let tick_ms = 1000.0 / procfs::ticks_per_second() as f64;
-        let delta = |a: Option<u64>, b: Option<u64>| Some(b?.saturating_sub(a?) as f64 * tick_ms);
+        let delta = |a: Option<u64>, b: Option<u64>| Some(b?.saturating_sub(a?) as f64 / 1e6);
         sc.supervisor_cpu_ms = delta(before.0, after.0);
         sc.spawner_cpu_ms = delta(before.1, after.1);
-        sc.workers_cpu_ms = Some(after.2.saturating_sub(before.2) as f64 * tick_ms);
+        sc.workers_cpu_ms = Some(after.2.saturating_sub(before.2) as f64 / 1e6);
 
         // kill -9 every worker; time until the pool is full again.
         let old: Vec<i32> = children_named(&scan(), sup, "-worker")
@@ -1917,7 +1930,7 @@ mod bench {
                 ),
                 format!(
                     "{} ({}%)",
-                    f(sc.supervisor_cpu_ms, 0),
+                    f(sc.supervisor_cpu_ms, 2),
                     f(
                         sc.supervisor_cpu_ms.map(|ms| ms / sc.idle_seconds / 10.0),
                         2
@@ -1927,7 +1940,7 @@ mod bench {
             out.push(row(
                 s,
                 "spawner / all 1000 workers CPU over the same window, ms",
-                format!("{} / {}", f(sc.spawner_cpu_ms, 0), f(sc.workers_cpu_ms, 0)),
+                format!("{} / {}", f(sc.spawner_cpu_ms, 2), f(sc.workers_cpu_ms, 1)),
             ));
             out.push(row(
                 s,
