@@ -701,6 +701,17 @@ impl Core {
         let Some(state) = self.state() else { return };
         let prefork = matches!(self.config.mode(), Mode::PreFork(_));
         let kind = UpdateKind::of(&update);
+        if state == SlotState::Exit {
+            // A worker on its way out may still finish requests it had
+            // accepted (an HTTP server draining its connections): count
+            // them, expect nothing else, and warn about nothing.
+            if let (UpdateKind::Done, Kind::Worker(w), Some(board)) =
+                (kind, &self.kind, &self.board)
+            {
+                board.count_request(w.slot);
+            }
+            return;
+        }
         match worker_step(prefork, state, kind) {
             Step::To(SlotState::FirstWait) => {
                 self.set_state(SlotState::FirstWait);
