@@ -244,7 +244,7 @@ impl Default for DaemonBuilder {
             crash: CrashPolicy {
                 max_backoff: Duration::from_secs(30),
                 max_restarts: None,
-                max_spawn_rate: 128,
+                max_spawn_rate: 512,
             },
             pidfile: None,
             user: None,
@@ -381,7 +381,8 @@ impl DaemonBuilder {
     }
 
     /// At most this many forks per 100 ms, however many workers are missing.
-    /// Default 128.
+    /// Default 512 (5,120 a second: a pool that recycles a worker per request
+    /// forks one per request, and this must not cap its throughput).
     pub fn max_spawn_rate(mut self, per_100ms: usize) -> Self {
         self.crash.max_spawn_rate = per_100ms;
         self

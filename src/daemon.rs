@@ -160,12 +160,16 @@ impl Pacer {
 
     /// Whether one more fork may happen now; if not, when to try again.
     fn allow(&mut self, now: Instant, cap: usize) -> Result<(), Instant> {
-        if now.duration_since(self.window_start) >= PACE_WINDOW {
-            self.rate = if self.short {
-                (self.rate * 2).min(cap)
-            } else {
-                (self.rate / 2).max(PACE_START).min(cap)
-            };
+        let elapsed = now.duration_since(self.window_start);
+        if elapsed >= PACE_WINDOW {
+            // Double after a short window that is just over; halve once for
+            // every window in which no fork had to wait.
+            let windows = (elapsed.as_nanos() / PACE_WINDOW.as_nanos()).min(16) as u32;
+            let quiet = if self.short { windows - 1 } else { windows };
+            if self.short {
+                self.rate = (self.rate * 2).min(cap);
+            }
+            self.rate = (self.rate >> quiet).max(PACE_START).min(cap);
             self.window_start = now;
             self.used = 0;
             self.short = false;

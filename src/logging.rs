@@ -13,8 +13,11 @@
 //! Every drain writes each record with one `write(2)` to stderr, which is the
 //! log file once redirected, so reopening the log file on HUP moves every
 //! later line to the new file and lines of different processes never
-//! interleave. Timestamps are UTC (RFC 3339), the same in every process and
-//! without reading the time zone database per line.
+//! interleave. Timestamps are UTC (`Nov 23 22:22:46.441`: no year, no zone,
+//! milliseconds), the same in every process and
+//! without reading the time zone database per line. The supervisor's
+//! records are timestamped when its log thread writes them, so they can
+//! appear a little after a worker's line about the same moment.
 
 use std::sync::{Mutex, RwLock};
 
