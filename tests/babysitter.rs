@@ -45,6 +45,17 @@ fn a_stopped_worker_in_r_is_escalated_int_term_kill_and_replaced() {
     let mut c = d.conn();
     let victim: i32 = c.cmd("PID").parse().unwrap();
     let idle: Vec<i32> = idle_before.into_iter().filter(|&p| p != victim).collect();
+    // The worker answers before its DaemonActor may have recorded `r`: stop
+    // it only once the scoreboard says it serves.
+    let serving = format!("pid: {victim}");
+    assert!(
+        wait_until(DEADLINE, || d
+            .log_text()
+            .lines()
+            .any(|l| l.contains("state, state: r") && l.ends_with(&serving))),
+        "{}",
+        d.report()
+    );
     kill(Pid::from_raw(victim), Signal::SIGSTOP).unwrap();
     wait_gone(&d, victim);
     let steps = lines_about(&d, victim, "babysitter: hung request");
