@@ -371,13 +371,7 @@ fn recycle(requests: &str) {
         errors.len(),
         &errors[..errors.len().min(5)]
     );
-    let mut c = d.conn();
-    let status = c.report("STATUS");
-    c.done();
-    assert!(
-        status.iter().any(|l| l.contains("Requests 20000;")),
-        "{status:#?}"
-    );
+    d.wait_requests(20_000);
 }
 
 #[test]

@@ -148,11 +148,7 @@ fn every_connection_is_served_while_workers_recycle() {
     for c in clients {
         c.join().expect("client failed");
     }
-    let mut c = d.conn();
-    let status = c.report("STATUS");
-    let counters = status.iter().find(|l| l.contains("Requests")).unwrap();
-    assert!(counters.contains("Requests 120"), "{counters}");
-    c.done();
+    d.wait_requests(120);
     let pids: HashSet<i32> = d.workers().into_iter().collect();
     assert!(pids.len() <= 10, "never more than max_children: {pids:?}");
 }

@@ -362,6 +362,32 @@ impl Daemon {
         Conn::open(self.port)
     }
 
+    /// Waits until the pool's request counter (as a STATUS shows it)
+    /// reaches `n`. A worker counts a request just after it closed the
+    /// connection, so the last few may land a moment after the clients are
+    /// done. Each STATUS is a request too: the counter may pass `n`.
+    pub fn wait_requests(&self, n: u64) -> u64 {
+        let mut seen = 0;
+        let reached = wait_until(DEADLINE, || {
+            let mut c = self.conn();
+            let status = c.report("STATUS");
+            c.done();
+            seen = status
+                .iter()
+                .find_map(|l| l.trim().strip_prefix("Requests "))
+                .and_then(|l| l.split(';').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            seen >= n
+        });
+        assert!(
+            reached,
+            "the pool counted {seen} requests, expected {n}\n{}",
+            self.report()
+        );
+        seen
+    }
+
     pub fn signal(&self, sig: Signal) {
         kill(Pid::from_raw(self.supervisor), sig).expect("signal supervisor");
     }
