@@ -408,9 +408,7 @@ where
     std::panic::set_hook(Box::new(move |info| {
         eprintln!("worker {pid} panicked: {info}");
         logging::flush();
-        // SAFETY: ends the process at once; nothing after the panic can be
-        // trusted to run cleanly.
-        unsafe { libc::_exit(EXIT_PANIC) }
+        process::exit_now(EXIT_PANIC)
     }));
     let log = logging::init(
         &boot.config,

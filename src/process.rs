@@ -438,6 +438,14 @@ pub(crate) fn take_listen_fds() -> Vec<OwnedFd> {
 // ---------------------------------------------------------------------------
 // Small process helpers.
 
+/// Ends this process at once with `code`, running no destructor and no
+/// atexit handler (a worker after a panic: nothing can be trusted to run
+/// cleanly).
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit is async-signal-safe and has no precondition.
+    unsafe { libc::_exit(code) }
+}
+
 /// Sets this process's name (`comm`, 15 characters) as `<alias prefix><suffix>`.
 pub(crate) fn set_process_name(alias: &str, suffix: &str) {
     let keep = 15usize.saturating_sub(suffix.len());
