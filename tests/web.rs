@@ -252,9 +252,18 @@ fn load_while_workers_recycle_loses_no_request_and_the_status_page_tells_it() {
 
 #[test]
 fn shutdown_finishes_a_long_request_in_flight() {
+    // max_spare 2: no surplus-spare retirement racing the slow request
+    // (a spare retired just as it accepted shows `e`, not `l`).
     let d = Daemon::start(
         "hello_prefork",
-        &["--start-children", "1", "--max-children", "2"],
+        &[
+            "--start-children",
+            "1",
+            "--max-children",
+            "2",
+            "--max-spare",
+            "2",
+        ],
     );
     d.wait_workers(1);
     let port = d.port;
