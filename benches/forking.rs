@@ -39,7 +39,7 @@
 //! `target/bench/forking-logs/`, numbers to `target/bench/forking.json`.
 
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -70,8 +70,6 @@ const CELL_CAP: usize = 20_000;
 const SETTLE: Duration = Duration::from_millis(200);
 /// Connect, read and write timeout of the client.
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
-/// Read timeout of a reference server child.
-const CHILD_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a server may take to print its port, and to answer PING.
 const START_DEADLINE: Duration = Duration::from_secs(15);
 /// How long a server may take to exit once told to.
@@ -81,7 +79,7 @@ const BUILD_DEADLINE: Duration = Duration::from_secs(300);
 
 fn main() -> ExitCode {
     match std::env::var(ROLE_ENV).as_deref() {
-        Ok("reference-server") => reference::main(),
+        Ok("reference-server") => reference::fork_per_connection(),
         Ok("latency-server") => latency::main(),
         Ok(other) => {
             eprintln!("{ROLE_ENV}={other:?}: unknown role");
@@ -104,176 +102,9 @@ fn monotonic_ns() -> u64 {
     ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
 }
 
-/// The servers' answer to one request line (the subset of
-/// EXAMPLES-PROTOCOL.md the client uses), and whether to close afterwards.
-fn answer(line: &str) -> (&'static str, bool) {
-    let command = line.trim_end_matches(['\r', '\n']).trim();
-    if command.eq_ignore_ascii_case("PING") {
-        ("PONG\r\n", false)
-    } else if command.eq_ignore_ascii_case("DONE") {
-        ("OK\r\n", true)
-    } else {
-        ("???\r\n", false)
-    }
-}
+mod common;
 
-/// Binds 127.0.0.1 on a port the system chooses and prints `PORT=<n>`.
-fn bind_and_announce() -> io::Result<TcpListener> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-    let port = listener.local_addr()?.port();
-    let mut out = io::stdout().lock();
-    writeln!(out, "PORT={port}")?;
-    out.flush()?;
-    Ok(listener)
-}
-
-/// The minimal fork-per-connection server, std and nix only.
-mod reference {
-    use super::*;
-    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-    use nix::unistd::{ForkResult, fork, getpid, getppid};
-
-    pub fn main() -> ExitCode {
-        let listener = match bind_and_announce() {
-            Ok(listener) => listener,
-            Err(err) => {
-                eprintln!("reference server: cannot listen: {err}");
-                return ExitCode::FAILURE;
-            }
-        };
-        let me = getpid();
-        let stdin = io::stdin();
-        let mut live: Vec<Pid> = Vec::with_capacity(MAX_CHILDREN);
-        // Ends when the bench closes our stdin (or kills us).
-        loop {
-            reap(&mut live, false);
-            // At max_children: accept nothing until a child ends.
-            while live.len() >= MAX_CHILDREN && reap(&mut live, true) {}
-            let (ready, stop) = {
-                let mut fds = [
-                    PollFd::new(listener.as_fd(), PollFlags::POLLIN),
-                    PollFd::new(stdin.as_fd(), PollFlags::POLLIN),
-                ];
-                match poll(&mut fds, PollTimeout::from(1000u16)) {
-                    Ok(_) => {}
-                    Err(Errno::EINTR) => continue,
-                    Err(err) => {
-                        eprintln!("reference server: poll: {err}");
-                        break;
-                    }
-                }
-                let ready = fds[0]
-                    .revents()
-                    .is_some_and(|r| r.contains(PollFlags::POLLIN));
-                let stop = fds[1].revents().is_some_and(|r| !r.is_empty());
-                (ready, stop)
-            };
-            if stop {
-                break;
-            }
-            if !ready {
-                continue;
-            }
-            let stream = match listener.accept() {
-                Ok((stream, _)) => stream,
-                Err(err) => {
-                    eprintln!("reference server: accept: {err}");
-                    continue;
-                }
-            };
-            // SAFETY: this process was started by exec for this role and runs
-            // this loop on its only thread: it never started a thread, never
-            // built a tokio runtime or any other process-global state that a
-            // fork could leave inconsistent, so no lock can be held by a thread
-            // missing in the child. The child only serves `stream` with
-            // blocking std I/O and leaves with `_exit`.
-            match unsafe { fork() } {
-                Ok(ForkResult::Child) => child(stream, me),
-                Ok(ForkResult::Parent { child }) => live.push(child),
-                Err(err) => {
-                    eprintln!("reference server: fork: {err}");
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-            }
-            // The parent's copy of the connection closes here.
-        }
-        for &pid in &live {
-            let _ = kill(pid, Signal::SIGTERM);
-        }
-        let end = Instant::now() + Duration::from_secs(2);
-        while !live.is_empty() && Instant::now() < end {
-            reap(&mut live, false);
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        for pid in live.drain(..) {
-            let _ = kill(pid, Signal::SIGKILL);
-            let _ = waitpid(pid, None);
-        }
-        ExitCode::SUCCESS
-    }
-
-    /// Reaps exited children: every one that has exited, or (`block`) waits
-    /// for one. False once there is no child left to wait for.
-    fn reap(live: &mut Vec<Pid>, block: bool) -> bool {
-        let flags = if block {
-            None
-        } else {
-            Some(WaitPidFlag::WNOHANG)
-        };
-        loop {
-            match waitpid(None::<Pid>, flags) {
-                Ok(WaitStatus::StillAlive) => return true,
-                Ok(status) => {
-                    if let Some(pid) = status.pid() {
-                        live.retain(|&p| p != pid);
-                    }
-                    if block {
-                        return true;
-                    }
-                }
-                Err(Errno::EINTR) => {}
-                Err(_) => {
-                    live.clear();
-                    return false;
-                }
-            }
-        }
-    }
-
-    fn child(stream: TcpStream, parent: Pid) -> ! {
-        let orphan =
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_err() || getppid() != parent;
-        let code = if orphan || serve(&stream).is_err() {
-            1
-        } else {
-            0
-        };
-        drop(stream);
-        // SAFETY: `_exit` ends this forked child at once; it is always sound
-        // to call, and it skips the atexit handlers and stdio buffers copied
-        // from the parent, which must not run twice.
-        unsafe { libc::_exit(code) }
-    }
-
-    fn serve(stream: &TcpStream) -> io::Result<()> {
-        stream.set_read_timeout(Some(CHILD_TIMEOUT))?;
-        stream.set_write_timeout(Some(CHILD_TIMEOUT))?;
-        let mut reader = io::BufReader::new(stream);
-        let mut line = String::new();
-        loop {
-            line.clear();
-            if io::BufRead::read_line(&mut reader, &mut line)? == 0 {
-                break;
-            }
-            let (reply, done) = answer(&line);
-            (&mut &*stream).write_all(reply.as_bytes())?;
-            if done {
-                break;
-            }
-        }
-        stream.shutdown(Shutdown::Write)
-    }
-}
+use common::{answer, bind_and_announce, reference};
 
 /// An actix-daemon fork-per-request server that measures the hand-off from
 /// the supervisor's `Req` to the worker's `Child`.
