@@ -189,6 +189,9 @@ fn main() -> ExitCode {
     if let Some(n) = args.requests {
         builder = builder.requests(n);
     }
+    if args.requests_jitter > 0 {
+        builder = builder.requests_jitter(args.requests_jitter);
+    }
     if let Some(secs) = args.shutdown_timeout {
         builder = builder.shutdown_timeout(Duration::from_secs(secs));
     }
@@ -215,14 +218,13 @@ fn main() -> ExitCode {
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
     println!("PORT={port}");
     let _ = std::io::stdout().flush();
-    let (threads, jitter, keep_alive) = (args.threads, args.requests_jitter, args.keep_alive);
+    let (threads, keep_alive) = (args.threads, args.keep_alive);
     let result = daemon.run(move |process| {
         if !process.is_worker() {
             return;
         }
         let mut server = actix_daemon::web::Server::new(app)
             .threads(threads)
-            .requests_jitter(jitter)
             .status_path("/status");
         if let Some(secs) = keep_alive {
             server = server.keep_alive(Duration::from_secs(secs));

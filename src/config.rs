@@ -70,6 +70,9 @@ pub struct PreFork {
     pub max_children: usize,
     /// A worker exits after serving this many requests; `None` is unlimited.
     pub requests: Option<NonZeroU64>,
+    /// Each worker serves `requests` plus a number drawn from
+    /// `0..=requests_jitter` (0: no jitter).
+    pub requests_jitter: u64,
 }
 
 /// The validated configuration of a daemon; see [`DaemonBuilder`] for each
@@ -203,6 +206,7 @@ pub struct DaemonBuilder {
     max_spare: Option<usize>,
     max_children: Option<usize>,
     requests: Option<u64>,
+    requests_jitter: Option<u64>,
     babysit: Option<Duration>,
     cpu_limit: Option<Duration>,
     cpu_share: Option<f64>,
@@ -232,6 +236,7 @@ impl Default for DaemonBuilder {
             max_spare: None,
             max_children: None,
             requests: None,
+            requests_jitter: None,
             babysit: None,
             cpu_limit: None,
             cpu_share: None,
@@ -319,6 +324,15 @@ impl DaemonBuilder {
     /// Default: unlimited (the seed's default was 1).
     pub fn requests(mut self, n: u64) -> Self {
         self.requests = Some(n);
+        self
+    }
+
+    /// Pre-fork: each worker serves `requests` plus a number drawn once per
+    /// worker from `0..=jitter`, so that workers started together do not all
+    /// retire together (gunicorn's `max_requests_jitter`). Needs
+    /// [`requests`](Self::requests). Default 0.
+    pub fn requests_jitter(mut self, jitter: u64) -> Self {
+        self.requests_jitter = Some(jitter);
         self
     }
 
@@ -589,6 +603,7 @@ impl DaemonBuilder {
                 ("min_spare", self.min_spare.is_some()),
                 ("max_spare", self.max_spare.is_some()),
                 ("requests", self.requests.is_some()),
+                ("requests_jitter", self.requests_jitter.is_some()),
             ] {
                 if set {
                     return Err(Error::WrongMode {
@@ -602,6 +617,12 @@ impl DaemonBuilder {
                 None => Mode::Daemon,
             });
         };
+        if self.requests_jitter.is_some_and(|j| j > 0) && self.requests.is_none() {
+            return Err(Error::Needs {
+                param: "requests_jitter",
+                needs: "requests (without a requests limit there is nothing to jitter)",
+            });
+        }
         let (min_spare, max_spare, max_children) = match self.max_children {
             Some(max) => {
                 let min_spare = self.min_spare.unwrap_or((max / 5).max(1));
@@ -635,6 +656,7 @@ impl DaemonBuilder {
             max_spare,
             max_children,
             requests: self.requests.and_then(NonZeroU64::new),
+            requests_jitter: self.requests_jitter.unwrap_or(0),
         }))
     }
 }
@@ -717,6 +739,24 @@ mod tests {
                 .max_spare(12)
                 .max_children(10)),
             "min_spare (11) is above max_children (10)"
+        );
+        assert_eq!(
+            err(Daemon::builder().start_children(2).requests_jitter(5)),
+            "requests_jitter needs requests (without a requests limit there is nothing to jitter)"
+        );
+        assert_eq!(
+            err(Daemon::builder().max_children(2).requests_jitter(5)),
+            "requests_jitter only applies to a pre-forked pool (set start_children)"
+        );
+        let p = pool(
+            Daemon::builder()
+                .start_children(2)
+                .requests(100)
+                .requests_jitter(10),
+        );
+        assert_eq!(
+            (p.requests.map(NonZeroU64::get), p.requests_jitter),
+            (Some(100), 10)
         );
         for (b, name) in [
             (Daemon::builder().start_children(0), "start_children"),

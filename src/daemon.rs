@@ -188,6 +188,46 @@ struct Wrk {
     slot: SlotId,
     wake: Arc<Wake>,
     acked: bool,
+    /// Pre-fork: retire after this many requests (`requests` plus this
+    /// worker's jitter).
+    limit: Option<u64>,
+}
+
+/// This worker's `requests` limit, its jitter drawn once per process.
+static WORKER_LIMIT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+
+/// The number of requests after which this pre-forked worker retires:
+/// `requests` plus a number drawn once per worker from
+/// `0..=requests_jitter`; `None` when unlimited (or not in a pool).
+pub(crate) fn worker_request_limit(config: &Config) -> Option<u64> {
+    *WORKER_LIMIT.get_or_init(|| draw_limit(config))
+}
+
+/// `requests` plus a fresh draw of its jitter.
+fn draw_limit(config: &Config) -> Option<u64> {
+    match config.mode() {
+        Mode::PreFork(p) => p
+            .requests
+            .map(|n| n.get().saturating_add(draw(p.requests_jitter))),
+        _ => None,
+    }
+}
+
+/// A number in `0..=max`, different in every process.
+fn draw(max: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    if max == 0 {
+        return 0;
+    }
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    hasher.finish() % max.saturating_add(1)
 }
 
 /// What `run` hands the supervisor's actor.
@@ -286,6 +326,10 @@ impl DaemonActor {
     }
 
     pub(crate) fn worker(setup: WorkerSetup) -> DaemonActor {
+        // Drawn here, once per worker process; published for the
+        // application (`Process::requests_limit`, the web Reporter).
+        let limit = draw_limit(&setup.config);
+        let _ = WORKER_LIMIT.set(limit);
         let life = Lifecycle {
             child: Some(setup.payload),
             ..Lifecycle::default()
@@ -306,6 +350,7 @@ impl DaemonActor {
                     slot: setup.slot,
                     wake: setup.wake,
                     acked: false,
+                    limit,
                 }),
             })),
         }
@@ -426,6 +471,7 @@ impl Core {
                 min_spare: None,
                 max_spare: None,
                 requests: None,
+                requests_jitter: 0,
             }),
             Mode::PreFork(p) => Some(PoolLimits {
                 max_children: p.max_children,
@@ -442,6 +488,7 @@ impl Core {
                         .map_or(p.max_spare, |s| s.1),
                 ),
                 requests: p.requests.map(|n| n.get()),
+                requests_jitter: p.requests_jitter,
             }),
         };
         let slot = match &self.kind {
@@ -709,10 +756,16 @@ impl Core {
             // A worker on its way out may still finish requests it had
             // accepted (an HTTP server draining its connections): count
             // them, expect nothing else, and warn about nothing.
-            if let (UpdateKind::Done, Kind::Worker(w), Some(board)) =
-                (kind, &self.kind, &self.board)
-            {
-                board.count_request(w.slot);
+            if let (Kind::Worker(w), Some(board)) = (&self.kind, &self.board) {
+                match &update {
+                    UpdateStatus::Done => {
+                        board.count_request(w.slot);
+                    }
+                    UpdateStatus::Served(n) => {
+                        board.count_requests(w.slot, *n);
+                    }
+                    _ => {}
+                }
             }
             return;
         }
@@ -723,6 +776,11 @@ impl Core {
             }
             Step::To(next) => self.set_state(next),
             Step::Finish => self.request_done(ctx),
+            Step::Count => {
+                if let UpdateStatus::Served(n) = update {
+                    self.requests_served(n, state, ctx);
+                }
+            }
             Step::Stay => {}
             Step::Invalid => self.out_of_place(kind.name()),
         }
@@ -740,23 +798,46 @@ impl Core {
         };
         let served = board.count_request(w.slot);
         let limit = match self.config.mode() {
-            Mode::PreFork(p) => p.requests.map(|n| n.get()),
+            Mode::PreFork(_) => w.limit,
             _ => Some(1),
         };
         if self.shutting_down {
             self.set_state(SlotState::Exit);
             self.maybe_stop_worker();
         } else if limit.is_some_and(|limit| served >= limit) {
-            if matches!(self.config.mode(), Mode::PreFork(_)) {
-                board.count(Counter::Retired);
-            }
-            self.set_state(SlotState::Exit);
-            let reason = format!("served {served} requests");
-            self.shutdown(ctx, &reason);
+            self.retire(served, ctx);
         } else {
             self.set_state(SlotState::Wait);
             self.accept_if_running();
         }
+    }
+
+    /// `Served(n)` while busy: count, stay busy; retire at the limit.
+    fn requests_served(&mut self, n: u64, state: SlotState, ctx: &mut Context<DaemonActor>) {
+        let (Kind::Worker(w), Some(board)) = (&self.kind, &self.board) else {
+            return;
+        };
+        if n == 0 {
+            return;
+        }
+        let served = board.count_requests(w.slot, n);
+        if state == SlotState::Req {
+            board.touch(w.slot);
+        }
+        if !self.shutting_down && w.limit.is_some_and(|limit| served >= limit) {
+            self.retire(served, ctx);
+        }
+    }
+
+    /// A pre-forked worker served its `requests` (a fork-per-request worker
+    /// its one request): exit, by the shutdown of any worker.
+    fn retire(&mut self, served: u64, ctx: &mut Context<DaemonActor>) {
+        if let (Mode::PreFork(_), Some(board)) = (self.config.mode(), &self.board) {
+            board.count(Counter::Retired);
+        }
+        self.set_state(SlotState::Exit);
+        let reason = format!("served {served} requests");
+        self.shutdown(ctx, &reason);
     }
 
     fn maybe_stop_worker(&mut self) {
@@ -2001,6 +2082,67 @@ mod tests {
                 && ignored[2].contains("state=f"),
             "{}",
             ignored[2]
+        );
+    }
+
+    #[test]
+    fn served_counts_while_busy_and_retires_at_the_drawn_limit() {
+        let capture = Capture::default();
+        let log = Logger::root(slog::Drain::fuse(capture.clone()), slog::o!());
+        let board = Scoreboard::new(1).unwrap();
+        let slot = board.allocate().unwrap();
+        board.set_state(slot, SlotState::Starting);
+        let system = actix_rt::System::new();
+        let seen = system.block_on(async {
+            let worker = DaemonActor::worker(WorkerSetup {
+                config: config(Daemon::builder().start_children(1).requests(4)),
+                log: log.clone(),
+                board: board.clone(),
+                wake: Arc::new(Wake::new().unwrap()),
+                slot,
+                supervisor_pid: std::process::id(),
+                payload: None,
+            })
+            .start();
+            let mut seen = Vec::new();
+            let step = |update: UpdateStatus| {
+                let worker = worker.clone();
+                let board = board.clone();
+                async move {
+                    worker.send(update).await.unwrap();
+                    (board.state(slot), board.snapshot(slot).requests)
+                }
+            };
+            seen.push(step(UpdateStatus::Wait).await);
+            seen.push(step(UpdateStatus::Served(1)).await);
+            seen.push(step(UpdateStatus::Req(Payload::new())).await);
+            seen.push(step(UpdateStatus::Served(2)).await);
+            seen.push(step(UpdateStatus::Served(0)).await);
+            seen.push(step(UpdateStatus::Long).await);
+            seen.push(step(UpdateStatus::Served(2)).await);
+            seen
+        });
+        use SlotState::*;
+        assert_eq!(
+            seen,
+            [
+                (FirstWait, 0),
+                (FirstWait, 0), // Served while waiting: out of place
+                (Req, 0),
+                (Req, 2), // counted, still busy
+                (Req, 2),
+                (Long, 2),
+                (Exit, 4), // the limit reached while busy: the worker retires
+            ]
+        );
+        let counters = board.counters();
+        assert_eq!((counters.requests, counters.retired), (4, 1));
+        let lines = capture.0.lock().unwrap().clone();
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("status update ignored") && l.contains("update=served")),
+            "{lines:#?}"
         );
     }
 }

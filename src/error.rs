@@ -45,6 +45,14 @@ pub enum Error {
         /// The mode it needs.
         mode: &'static str,
     },
+    /// A parameter that means nothing without another one.
+    #[error("{param} needs {needs}")]
+    Needs {
+        /// The parameter that was set.
+        param: &'static str,
+        /// What it needs, and why.
+        needs: &'static str,
+    },
     /// A parameter is outside the values it can take.
     #[error("{param} is {value}, expected {range}")]
     OutOfRange {

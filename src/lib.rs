@@ -162,6 +162,7 @@ pub struct Process {
     slot: Option<SlotId>,
     config: Arc<Config>,
     logger: Logger,
+    board: Option<scoreboard::Scoreboard>,
 }
 
 impl Process {
@@ -188,6 +189,21 @@ impl Process {
     /// This process's logger (also [`logger()`]).
     pub fn logger(&self) -> &Logger {
         &self.logger
+    }
+    /// In a pre-forked worker: the number of requests after which it
+    /// retires, `requests` plus its draw of
+    /// [`requests_jitter`](DaemonBuilder::requests_jitter). `None` when
+    /// unlimited, and outside a pre-forked worker.
+    pub fn requests_limit(&self) -> Option<u64> {
+        match self.role {
+            Role::Worker => daemon::worker_request_limit(&self.config),
+            Role::Supervisor => None,
+        }
+    }
+    /// The scoreboard (shared by every process of the daemon).
+    #[cfg_attr(not(feature = "web"), allow(dead_code))]
+    pub(crate) fn board(&self) -> Option<&scoreboard::Scoreboard> {
+        self.board.as_ref()
     }
 }
 
@@ -370,6 +386,7 @@ where
         slot: None,
         config: config.clone(),
         logger: log.clone(),
+        board: setup.board.clone(),
     };
     let system = actix_rt::System::new();
     system.block_on(async move {
@@ -420,6 +437,7 @@ where
         slot: Some(slot),
         config: boot.config.clone(),
         logger: log.clone(),
+        board: Some(boot.board.clone()),
     };
     let setup = WorkerSetup {
         config: boot.config.clone(),

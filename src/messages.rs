@@ -16,6 +16,7 @@ use crate::status::{PeekReport, StatusReport};
 /// | `Long` | a long request started or the current one is long (`l`) | — | the request is long (`l`) |
 /// | `Wait` | first time (from `f`): ready (`.`), the daemon answers `Accept`; while busy: the same as `Done`; while waiting: nothing | — | — |
 /// | `Done` | the request ended (`w`); `Accept` again, or `Shutdown` once `requests` are served | — | the request ended: the worker exits |
+/// | `Served(n)` | while busy (`r`, `l`): `n` requests ended and others are still in flight; counted, the state stays, `Shutdown` once `requests` are served | — | — |
 ///
 /// An update marked — or one that does not follow from the current state
 /// (`Done` while waiting, say) is logged with the process's role, pid and slot
@@ -32,6 +33,14 @@ pub enum UpdateStatus {
     Wait,
     /// The request is done.
     Done,
+    /// `n` requests ended while the worker stays busy with others: for a
+    /// worker that serves requests concurrently (an HTTP server with
+    /// keep-alive connections, say), so that it need not leave `r` and come
+    /// back for every request. They count toward `requests` and the pool's
+    /// request counter, and restart the time a worker has been `r` (the
+    /// babysitter's hung-request clock: the worker makes progress); the time
+    /// in `l` runs on. `Served(0)` does nothing.
+    Served(u64),
 }
 
 /// Subscribe an actor to [`DaemonSignal`]s.

@@ -63,6 +63,7 @@ struct Header {
     last_crash: AtomicI32,
     min_spare: AtomicU32,
     max_spare: AtomicU32,
+    connections: AtomicU64,
 }
 
 /// One worker's slot. 64 bytes and aligned to a cache line, so that workers
@@ -148,6 +149,9 @@ pub struct Counters {
     pub crash_streak: u32,
     /// How the last young death ended: an exit code, or minus a signal number.
     pub last_crash: Option<i32>,
+    /// Connections accepted by all workers (counted by servers that report
+    /// them, such as `actix_daemon::web`).
+    pub connections: u64,
 }
 
 struct Mapping {
@@ -290,8 +294,22 @@ impl Scoreboard {
 
     /// Counts one request served in `slot` and in the pool.
     pub(crate) fn count_request(&self, slot: SlotId) -> u64 {
-        self.header().requests.fetch_add(1, Ordering::Relaxed);
-        self.cell(slot).requests.fetch_add(1, Ordering::Relaxed) + 1
+        self.count_requests(slot, 1)
+    }
+
+    /// Counts `n` requests served in `slot` and in the pool; returns the
+    /// slot's new total.
+    pub(crate) fn count_requests(&self, slot: SlotId, n: u64) -> u64 {
+        self.header().requests.fetch_add(n, Ordering::Relaxed);
+        self.cell(slot).requests.fetch_add(n, Ordering::Relaxed) + n
+    }
+
+    /// Restarts a slot's time in state without changing the state (a busy
+    /// worker that made progress).
+    pub(crate) fn touch(&self, slot: SlotId) {
+        self.cell(slot)
+            .changed_ms
+            .store(now_ms(), Ordering::Relaxed);
     }
 
     /// Supervisor: takes the first empty slot and marks it `F`.
@@ -366,6 +384,7 @@ impl Scoreboard {
                 0 => None,
                 _ => Some(h.last_crash.load(Ordering::Relaxed)),
             },
+            connections: h.connections.load(Ordering::Relaxed),
         }
     }
 
@@ -381,6 +400,7 @@ impl Scoreboard {
             Counter::Hung => &h.hung,
             Counter::Memory => &h.memory,
             Counter::Vanished => &h.vanished,
+            Counter::Connections => &h.connections,
         };
         c.fetch_add(1, Ordering::Relaxed);
     }
@@ -463,6 +483,9 @@ pub(crate) enum Counter {
     Hung,
     Memory,
     Vanished,
+    /// Counted by the `web` feature's servers.
+    #[cfg_attr(not(feature = "web"), allow(dead_code))]
+    Connections,
 }
 
 #[cfg(test)]
@@ -546,6 +569,7 @@ mod properties {
             Just(UpdateKind::Long),
             Just(UpdateKind::Wait),
             Just(UpdateKind::Done),
+            Just(UpdateKind::Served),
         ];
         prop_oneof![
             2 => Just(Op::Spawn),
@@ -604,6 +628,17 @@ mod properties {
                                     served[i] = board.count_request(slot);
                                     let done = !prefork || served[i] >= limit;
                                     board.set_state(slot, if done { SlotState::Exit } else { SlotState::Wait });
+                                }
+                                Step::Count => {
+                                    // Served(1) while busy: counted, and the
+                                    // state stays unless the limit is reached.
+                                    served[i] = board.count_requests(slot, 1);
+                                    if prefork && served[i] >= limit {
+                                        board.set_state(slot, SlotState::Exit);
+                                    } else {
+                                        board.touch(slot);
+                                        prop_assert_eq!(board.state(slot), before, "Served changed the state");
+                                    }
                                 }
                                 Step::Stay | Step::Invalid => {
                                     prop_assert_eq!(board.state(slot), before, "an ignored update changed the slot");

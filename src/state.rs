@@ -133,6 +133,7 @@ pub(crate) enum UpdateKind {
     Long,
     Wait,
     Done,
+    Served,
 }
 
 impl UpdateKind {
@@ -142,6 +143,7 @@ impl UpdateKind {
             crate::UpdateStatus::Long => UpdateKind::Long,
             crate::UpdateStatus::Wait => UpdateKind::Wait,
             crate::UpdateStatus::Done => UpdateKind::Done,
+            crate::UpdateStatus::Served(_) => UpdateKind::Served,
         }
     }
 
@@ -151,6 +153,7 @@ impl UpdateKind {
             UpdateKind::Long => "long",
             UpdateKind::Wait => "wait",
             UpdateKind::Done => "done",
+            UpdateKind::Served => "served",
         }
     }
 }
@@ -162,6 +165,9 @@ pub(crate) enum Step {
     To(SlotState),
     /// The request ended: count it, then wait, or exit at the `requests` limit.
     Finish,
+    /// Requests ended while others are in flight: count them, stay busy (or
+    /// exit at the `requests` limit).
+    Count,
     /// Already there: nothing to do.
     Stay,
     /// Makes no sense here: log it, change nothing.
@@ -171,7 +177,8 @@ pub(crate) enum Step {
 /// The worker's transition table: the seed's manual, made exact.
 ///
 /// Pre-fork: `f` -Wait-> `.`; `.`/`w` -Req-> `r`, -Long-> `l`; `r`/`l`
-/// -Done or Wait-> finished; `r` -Long-> `l`, `l` -Req-> `r`. Fork per
+/// -Done or Wait-> finished; `r`/`l` -Served-> counted, staying; `r`
+/// -Long-> `l`, `l` -Req-> `r`. Fork per
 /// request: the worker starts in `r`; `r` -Long-> `l`; `r`/`l` -Done->
 /// finished. Anything else is invalid (or a repeat, which stays).
 pub(crate) fn worker_step(prefork: bool, state: SlotState, update: UpdateKind) -> Step {
@@ -186,6 +193,7 @@ pub(crate) fn worker_step(prefork: bool, state: SlotState, update: UpdateKind) -
         (UpdateKind::Long, FirstWait | Wait) if prefork => Step::To(Long),
         (UpdateKind::Long, Long) => Step::Stay,
         (UpdateKind::Done, Req | Long) => Step::Finish,
+        (UpdateKind::Served, Req | Long) if prefork => Step::Count,
         _ => Step::Invalid,
     }
 }
@@ -215,6 +223,7 @@ mod tests {
             UpdateKind::Long,
             UpdateKind::Wait,
             UpdateKind::Done,
+            UpdateKind::Served,
         ];
         for prefork in [true, false] {
             for state in SlotState::ALL {
@@ -227,7 +236,9 @@ mod tests {
                             matches!(next, Req | Long | FirstWait),
                             "{prefork} {state:?} {update:?} -> {next:?}"
                         ),
-                        Step::Finish => assert!(state.is_busy(), "{state:?} {update:?}"),
+                        Step::Finish | Step::Count => {
+                            assert!(state.is_busy(), "{state:?} {update:?}")
+                        }
                         Step::Stay | Step::Invalid => {}
                     }
                     // Nothing a worker says touches a slot that is empty,
@@ -254,6 +265,15 @@ mod tests {
         assert_eq!(worker_step(false, Req, UpdateKind::Wait), Step::Invalid);
         assert_eq!(worker_step(false, Req, UpdateKind::Req), Step::Invalid);
         assert_eq!(worker_step(false, Req, UpdateKind::Long), Step::To(Long));
+        // Served counts while busy, in a pool only.
+        assert_eq!(worker_step(true, Req, UpdateKind::Served), Step::Count);
+        assert_eq!(worker_step(true, Long, UpdateKind::Served), Step::Count);
+        assert_eq!(worker_step(true, Wait, UpdateKind::Served), Step::Invalid);
+        assert_eq!(
+            worker_step(true, FirstWait, UpdateKind::Served),
+            Step::Invalid
+        );
+        assert_eq!(worker_step(false, Req, UpdateKind::Served), Step::Invalid);
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub struct PoolLimits {
     pub max_spare: Option<usize>,
     /// Pre-fork: requests per worker (`None`: unlimited).
     pub requests: Option<u64>,
+    /// Pre-fork: each worker serves up to this many more than `requests`.
+    pub requests_jitter: u64,
 }
 
 /// The daemon's status: `Display` in the seed's layout for people, `Serialize`
@@ -125,6 +127,11 @@ impl fmt::Display for StatusReport {
             }
             if limits.min_spare.is_some() {
                 match limits.requests {
+                    Some(n) if limits.requests_jitter > 0 => write!(
+                        f,
+                        ", {n} to {} requests per child",
+                        n.saturating_add(limits.requests_jitter)
+                    )?,
                     Some(n) => write!(f, ", {n} requests per child")?,
                     None => write!(f, ", unlimited requests per child")?,
                 }
@@ -132,10 +139,14 @@ impl fmt::Display for StatusReport {
             writeln!(f)?;
             writeln!(f, "    {}", self.slots_line())?;
             let c = &self.counters;
+            write!(f, "    Requests {}", c.requests)?;
+            if c.connections > 0 {
+                write!(f, ", connections {}", c.connections)?;
+            }
             writeln!(
                 f,
-                "    Requests {}; workers spawned {}, exited {}, retired {}, killed {}; fork failures {}",
-                c.requests, c.spawned, c.exited, c.retired, c.killed, c.fork_failed
+                "; workers spawned {}, exited {}, retired {}, killed {}; fork failures {}",
+                c.spawned, c.exited, c.retired, c.killed, c.fork_failed
             )?;
             if c.rogue + c.hung + c.memory + c.vanished > 0 {
                 writeln!(
@@ -338,6 +349,7 @@ mod tests {
                 min_spare: Some(1),
                 max_spare: Some(2),
                 requests: None,
+                requests_jitter: 0,
             }),
             slots: [SlotState::Req, SlotState::Wait, SlotState::Empty]
                 .into_iter()

@@ -184,3 +184,54 @@ fn spare_workers_stay_between_min_and_max_spare() {
     );
     d2.wait_workers(2);
 }
+
+#[test]
+fn requests_jitter_retires_each_worker_after_requests_plus_its_draw() {
+    // requests 2, jitter 4: every worker serves between 2 and 6 connections
+    // (one request each), the number drawn in each worker.
+    let d = Daemon::start("preforking", &["--requests", "2", "--requests-jitter", "4"]);
+    let mut status = support::Conn::open(d.port);
+    let report = status.report("STATUS").join("\n");
+    assert!(
+        report.contains("2 to 6 requests per child"),
+        "the status shows the range:\n{report}"
+    );
+    status.done();
+    let mut served = std::collections::HashMap::<i32, u32>::new();
+    for _ in 0..80 {
+        let mut c = support::Conn::open(d.port);
+        c.set_timeout(Duration::from_secs(10));
+        let pid: i32 = c.cmd("PID").parse().expect("a pid");
+        c.done();
+        *served.entry(pid).or_default() += 1;
+    }
+    d.wait_requests(81);
+    // A worker that reached its limit exits; give each its moment.
+    let retired: Vec<(i32, u32)> = served
+        .iter()
+        .filter(|&(&pid, &n)| n >= 2 && wait_until(Duration::from_secs(2), || !exists(pid)))
+        .map(|(&pid, &n)| (pid, n))
+        .collect();
+    for (&pid, &n) in &served {
+        assert!(
+            n <= 6,
+            "worker {pid} served {n} > requests + jitter: {served:?}"
+        );
+    }
+    assert!(
+        retired.len() >= 8,
+        "80 connections at most 6 each: at least 8 workers retired: {served:?}"
+    );
+    for &(pid, n) in &retired {
+        assert!(n >= 2, "worker {pid} retired after {n} < requests");
+    }
+    // The draws differ: not every worker retired at the same count (the
+    // chance that 8 or more uniform draws from 0..=4 are all equal is below
+    // one in 75,000).
+    let counts: HashSet<u32> = retired.iter().map(|&(_, n)| n).collect();
+    assert!(counts.len() > 1, "every worker drew the same: {served:?}");
+    assert!(
+        retired.iter().any(|&(_, n)| n > 2),
+        "jitter adds to requests: {served:?}"
+    );
+}

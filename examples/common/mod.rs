@@ -43,6 +43,7 @@ pub struct Args {
     pub max_spare: Option<usize>,
     pub max_children: Option<usize>,
     pub requests: Option<u64>,
+    pub requests_jitter: Option<u64>,
     pub babysit: Option<u64>,
     pub shutdown_timeout: Option<u64>,
     pub workdir: Option<PathBuf>,
@@ -66,7 +67,7 @@ pub struct Args {
 }
 
 const FLAGS: &str = "[PORT] [--foreground] [--logfile PATH] [--start-children N] [--min-spare N] \
-[--max-spare N] [--max-children N] [--requests N (0: unlimited)] [--babysit SECS] [--shutdown-timeout SECS] \
+[--max-spare N] [--max-children N] [--requests N (0: unlimited)] [--requests-jitter N] [--babysit SECS] [--shutdown-timeout SECS] \
 [--workdir DIR] [--ignore-pause] [--request-timeout SECS] [--long-request-timeout SECS] [--max-rss MIB] \
 [--cpu-limit SECS] [--cpu-share PERCENT] [--max-restarts N] [--restart-window SECS] [--fault-commands] \
 [--fault-panic-at-start N] [--foreign-child SHELL-COMMAND] [--pidfile PATH] [--user NAME] [--group NAME] \
@@ -83,6 +84,7 @@ fn parse(defaults: &Defaults) -> Result<Args, String> {
         max_spare: None,
         max_children: defaults.max_children,
         requests: defaults.requests,
+        requests_jitter: None,
         babysit: None,
         shutdown_timeout: None,
         workdir: None,
@@ -128,6 +130,7 @@ fn parse(defaults: &Defaults) -> Result<Args, String> {
             "--max-spare" => args.max_spare = Some(value(&arg)? as usize),
             "--max-children" => args.max_children = Some(value(&arg)? as usize),
             "--requests" => args.requests = Some(value(&arg)?).filter(|&n| n > 0),
+            "--requests-jitter" => args.requests_jitter = Some(value(&arg)?),
             "--babysit" => args.babysit = Some(value(&arg)?),
             "--shutdown-timeout" => args.shutdown_timeout = Some(value(&arg)?),
             "--request-timeout" => args.request_timeout = Some(value(&arg)?),
@@ -200,6 +203,9 @@ pub fn main(defaults: Defaults) -> ExitCode {
     }
     if let Some(n) = args.requests {
         builder = builder.requests(n);
+    }
+    if let Some(n) = args.requests_jitter {
+        builder = builder.requests_jitter(n);
     }
     if let Some(secs) = args.babysit {
         builder = builder.babysit(Duration::from_secs(secs));

@@ -375,7 +375,7 @@ impl Daemon {
             seen = status
                 .iter()
                 .find_map(|l| l.trim().strip_prefix("Requests "))
-                .and_then(|l| l.split(';').next())
+                .and_then(|l| l.split([';', ',']).next())
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(0);
             seen >= n
