@@ -320,7 +320,8 @@ mod bench {
         fn idle_children(self) -> usize {
             match self {
                 Kind::Reference => 0,
-                Kind::Example | Kind::Latency => 1,
+                // The spawner and the one warm worker (the default).
+                Kind::Example | Kind::Latency => 2,
             }
         }
     }

@@ -1154,8 +1154,9 @@ mod bench {
                 }
             }
         }
-        // Once the load is gone: no worker left in fork per request, no
-        // zombie anywhere; then the idle pools' memory.
+        // Once the load is gone: in fork per request only the warm worker
+        // left (the default: one), no zombie anywhere; then the idle pools'
+        // memory.
         let mut idle = Vec::new();
         for (si, server) in servers.iter().enumerate() {
             let pid = server.pid();
@@ -1164,7 +1165,7 @@ mod bench {
             let settled = |all: &[Proc]| {
                 let workers = children_named(all, pid, "-worker").len();
                 let zombies = zombies_of(all, &[pid]).len();
-                zombies == 0 && (si != FORKING || workers == 0)
+                zombies == 0 && (si != FORKING || workers == 1)
             };
             while !settled(&all) && Instant::now() < end {
                 std::thread::sleep(Duration::from_millis(20));

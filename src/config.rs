@@ -54,6 +54,9 @@ impl Mode {
     }
 }
 
+/// Fork per request: warm workers unless configured.
+const DEFAULT_WARM: usize = 1;
+
 /// The seed's rogue limit: ten minutes of CPU.
 const DEFAULT_CPU_LIMIT: Duration = Duration::from_secs(600);
 
@@ -84,6 +87,7 @@ pub struct Config {
     pub(crate) logfile: Option<PathBuf>,
     pub(crate) verbose: bool,
     pub(crate) mode: Mode,
+    pub(crate) warm: usize,
     pub(crate) babysit: Option<BabysitLimits>,
     pub(crate) shutdown_timeout: Duration,
     pub(crate) workdir: PathBuf,
@@ -130,6 +134,11 @@ impl Config {
     /// The mode, with every derived default filled in.
     pub fn mode(&self) -> &Mode {
         &self.mode
+    }
+    /// Fork per request: workers kept forked and ready, each waiting for
+    /// one request (0 in other modes).
+    pub fn warm_workers(&self) -> usize {
+        self.warm
     }
     /// The babysitter's interval, if babysitting is on.
     pub fn babysit(&self) -> Option<Duration> {
@@ -207,6 +216,7 @@ pub struct DaemonBuilder {
     max_children: Option<usize>,
     requests: Option<u64>,
     requests_jitter: Option<u64>,
+    warm_workers: Option<usize>,
     babysit: Option<Duration>,
     cpu_limit: Option<Duration>,
     cpu_share: Option<f64>,
@@ -237,6 +247,7 @@ impl Default for DaemonBuilder {
             max_children: None,
             requests: None,
             requests_jitter: None,
+            warm_workers: None,
             babysit: None,
             cpu_limit: None,
             cpu_share: None,
@@ -333,6 +344,16 @@ impl DaemonBuilder {
     /// [`requests`](Self::requests). Default 0.
     pub fn requests_jitter(mut self, jitter: u64) -> Self {
         self.requests_jitter = Some(jitter);
+        self
+    }
+
+    /// Fork per request: keep this many workers forked ahead, each ready
+    /// and waiting (`.`) for one request, so that a request does not wait
+    /// for a fork and a runtime start. Each still serves exactly one
+    /// request and exits; they count toward `max_children`. 0 forks each
+    /// worker when its request arrives, as the seed did. Default 1.
+    pub fn warm_workers(mut self, n: usize) -> Self {
+        self.warm_workers = Some(n);
         self
     }
 
@@ -483,6 +504,23 @@ impl DaemonBuilder {
             return Err(Error::DetachWithoutLogfile);
         }
         let babysit = self.resolve_babysit(&mode)?;
+        let warm = match (&mode, self.warm_workers) {
+            (Mode::ForkPerRequest { max_children }, Some(n)) if n > *max_children => {
+                return Err(Error::AboveMaxChildren {
+                    what: "warm_workers",
+                    value: n,
+                    max_children: *max_children,
+                });
+            }
+            (Mode::ForkPerRequest { .. }, n) => n.unwrap_or(DEFAULT_WARM),
+            (_, None) => 0,
+            (_, Some(_)) => {
+                return Err(Error::WrongMode {
+                    param: "warm_workers",
+                    mode: "fork per request (max_children without start_children)",
+                });
+            }
+        };
         if self.crash.max_backoff.is_zero() {
             return Err(Error::Zero("max_backoff"));
         }
@@ -513,6 +551,7 @@ impl DaemonBuilder {
             logfile: self.logfile,
             verbose: self.verbose,
             mode,
+            warm,
             babysit,
             shutdown_timeout: self.shutdown_timeout,
             workdir: self.workdir,
@@ -748,6 +787,18 @@ mod tests {
             err(Daemon::builder().max_children(2).requests_jitter(5)),
             "requests_jitter only applies to a pre-forked pool (set start_children)"
         );
+        assert_eq!(
+            err(Daemon::builder().max_children(2).warm_workers(3)),
+            "warm_workers (3) is above max_children (2)"
+        );
+        assert_eq!(
+            err(Daemon::builder().start_children(2).warm_workers(1)),
+            "warm_workers only applies to fork per request (max_children without start_children)"
+        );
+        let warm = |b: DaemonBuilder| b.build().unwrap().config().warm_workers();
+        assert_eq!(warm(Daemon::builder().max_children(3)), 1);
+        assert_eq!(warm(Daemon::builder().max_children(3).warm_workers(0)), 0);
+        assert_eq!(warm(Daemon::builder().start_children(3)), 0);
         let p = pool(
             Daemon::builder()
                 .start_children(2)

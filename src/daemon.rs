@@ -99,11 +99,17 @@ struct Sup {
     spawner_pid: Option<i32>,
     wake: Option<Arc<Wake>>,
     workers: HashMap<i32, SlotId>,
-    pending: HashMap<SlotId, Option<Payload>>,
+    /// Slots whose worker was asked of the spawner and not yet reported.
+    pending: HashSet<SlotId>,
     to_resend: VecDeque<SlotId>,
     retry_scheduled: bool,
     retry_delay: Duration,
     queue: VecDeque<Payload>,
+    /// Fork per request: the supervisor's end of the dispatch socket.
+    dispatch: Option<OwnedFd>,
+    /// Requests handed to the dispatch socket since start (workers count
+    /// those they took in the scoreboard).
+    dispatched: u64,
     paused: bool,
     unclaimed: HashMap<i32, (WaitStatus, Instant)>,
     retiring: HashSet<i32>,
@@ -191,6 +197,10 @@ struct Wrk {
     /// Pre-fork: retire after this many requests (`requests` plus this
     /// worker's jitter).
     limit: Option<u64>,
+    /// Fork per request: the dispatch socket, and the task waiting on it
+    /// for this worker's request.
+    dispatch: Option<Arc<OwnedFd>>,
+    claim_task: Option<actix_rt::task::JoinHandle<()>>,
 }
 
 /// This worker's `requests` limit, its jitter drawn once per process.
@@ -237,6 +247,7 @@ pub(crate) struct SupervisorSetup {
     pub(crate) board: Option<Scoreboard>,
     pub(crate) wake: Option<Arc<Wake>>,
     pub(crate) spawner: Option<SpawnerLink>,
+    pub(crate) dispatch: Option<OwnedFd>,
     pub(crate) notifier: Option<ReadyNotifier>,
     pub(crate) outcome: Arc<Mutex<Option<Error>>>,
 }
@@ -249,8 +260,15 @@ pub(crate) struct WorkerSetup {
     pub(crate) wake: Arc<Wake>,
     pub(crate) slot: SlotId,
     pub(crate) supervisor_pid: u32,
-    pub(crate) payload: Option<Payload>,
+    /// Fork per request: the workers' end of the dispatch socket.
+    pub(crate) dispatch: Option<Arc<OwnedFd>>,
 }
+
+/// A fork-per-request worker took its request from the dispatch socket
+/// (`None`: the supervisor is gone).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Claimed(Option<Payload>);
 
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -300,11 +318,13 @@ impl DaemonActor {
                     spawner_task: None,
                     wake: setup.wake,
                     workers: HashMap::new(),
-                    pending: HashMap::new(),
+                    pending: HashSet::new(),
                     to_resend: VecDeque::new(),
                     retry_scheduled: false,
                     retry_delay: RETRY_MIN,
                     queue: VecDeque::new(),
+                    dispatch: setup.dispatch,
+                    dispatched: 0,
                     paused: false,
                     unclaimed: HashMap::new(),
                     retiring: HashSet::new(),
@@ -330,8 +350,11 @@ impl DaemonActor {
         // application (`Process::requests_limit`, the web Reporter).
         let limit = draw_limit(&setup.config);
         let _ = WORKER_LIMIT.set(limit);
+        // A pre-forked worker is a child at once; a fork-per-request worker
+        // once it has taken its request.
+        let prefork = matches!(setup.config.mode(), Mode::PreFork(_));
         let life = Lifecycle {
-            child: Some(setup.payload),
+            child: prefork.then_some(None),
             ..Lifecycle::default()
         };
         DaemonActor {
@@ -351,6 +374,8 @@ impl DaemonActor {
                     wake: setup.wake,
                     acked: false,
                     limit,
+                    dispatch: setup.dispatch,
+                    claim_task: None,
                 }),
             })),
         }
@@ -375,7 +400,7 @@ impl Actor for DaemonActor {
         core.broadcast(DaemonSignal::Start);
         match &core.kind {
             Kind::Supervisor(_) => core.supervisor_started(ctx),
-            Kind::Worker(_) => core.worker_started(),
+            Kind::Worker(_) => core.worker_started(ctx),
         }
     }
 }
@@ -441,11 +466,10 @@ impl Core {
             }
             board.set_state(w.slot, state);
             debug!(self.log, "state"; "state" => %state.letter());
-            // The supervisor counts spares and exits: wake it only when one
-            // of those changes (not for r <-> l).
-            if matches!(self.config.mode(), Mode::PreFork(_))
-                && (old.is_idle() != state.is_idle() || state == SlotState::Exit)
-            {
+            // The supervisor counts spares (pre-fork) and workers waiting
+            // for a request (fork per request), and exits: wake it only
+            // when one of those changes (not for r <-> l).
+            if old.is_idle() != state.is_idle() || state == SlotState::Exit {
                 w.wake.wake();
             }
         }
@@ -689,7 +713,11 @@ impl Core {
         }
         match self.kind {
             Kind::Supervisor(_) => self.supervisor_shutdown(ctx, reason),
-            Kind::Worker(_) => {
+            Kind::Worker(ref mut w) => {
+                // A worker still waiting for its request takes none now.
+                if let Some(task) = w.claim_task.take() {
+                    task.abort();
+                }
                 if !self.state().is_some_and(SlotState::is_busy) {
                     self.set_state(SlotState::Exit);
                 }
@@ -734,18 +762,77 @@ impl Core {
 
     // -- worker ------------------------------------------------------------
 
-    fn worker_started(&mut self) {
-        let mut payload = self.life.child.clone().flatten();
-        if matches!(self.config.mode(), Mode::ForkPerRequest { .. }) {
-            // A request forked this worker, even one with an empty payload.
-            let p = payload.get_or_insert_with(Payload::new).clone();
-            self.life.child = Some(Some(p));
-            self.set_state(SlotState::Req);
-        }
+    fn worker_started(&mut self, ctx: &mut Context<DaemonActor>) {
         if self.config.verbose() {
             debug!(self.log, "worker running");
         }
-        self.broadcast(DaemonSignal::Child(payload));
+        if !matches!(self.config.mode(), Mode::ForkPerRequest { .. }) {
+            self.broadcast(DaemonSignal::Child(None));
+            return;
+        }
+        // Fork per request: ready (`.`), waiting for a request on the
+        // dispatch socket; `Child(payload)` once one is taken.
+        self.set_state(SlotState::FirstWait);
+        let addr = ctx.address();
+        let Kind::Worker(w) = &mut self.kind else {
+            return;
+        };
+        let Some(sock) = w.dispatch.clone() else {
+            return;
+        };
+        w.claim_task = Some(actix_rt::spawn(async move {
+            let Ok(fd) = process::watch(sock) else {
+                addr.do_send(Claimed(None));
+                return;
+            };
+            loop {
+                let Ok(mut guard) = fd.readable().await else {
+                    addr.do_send(Claimed(None));
+                    return;
+                };
+                match process::dispatch_recv(fd.get_ref().as_raw_fd()) {
+                    Ok(payload) => {
+                        addr.do_send(Claimed(payload));
+                        return;
+                    }
+                    // Another worker took it, or a spurious wake-up.
+                    Err(Errno::EAGAIN) => guard.clear_ready(),
+                    Err(Errno::EINTR) => {}
+                    Err(_) => {
+                        addr.do_send(Claimed(None));
+                        return;
+                    }
+                }
+            }
+        }));
+    }
+
+    /// Fork per request: this worker took its request.
+    fn claimed(&mut self, payload: Option<Payload>, ctx: &mut Context<DaemonActor>) {
+        if let Kind::Worker(w) = &mut self.kind {
+            w.claim_task = None;
+        }
+        let Some(payload) = payload else {
+            if !self.shutting_down {
+                warn!(
+                    self.log,
+                    "the request socket closed: the supervisor is gone"
+                );
+                self.shutdown(ctx, "supervisor gone");
+            }
+            return;
+        };
+        if self.shutting_down {
+            // Taken just as TERM came: closing it tells the client at once.
+            warn!(self.log, "request closed unserved: shutting down");
+            return;
+        }
+        if let (Kind::Worker(_), Some(board)) = (&self.kind, &self.board) {
+            board.count(Counter::Claimed);
+        }
+        self.set_state(SlotState::Req);
+        self.life.child = Some(Some(payload.clone()));
+        self.broadcast(DaemonSignal::Child(Some(payload)));
     }
 
     fn worker_update(&mut self, update: UpdateStatus, ctx: &mut Context<DaemonActor>) {
@@ -954,6 +1041,8 @@ impl Core {
                     self.broadcast(DaemonSignal::Accept);
                 }
                 self.ready();
+                // Fork per request: the warm workers.
+                self.after_change(ctx);
             }
             Mode::PreFork(_) => self.after_change(ctx),
         }
@@ -1169,18 +1258,19 @@ impl Core {
     }
 
     /// Allocates a slot and asks the spawner for a worker. `false` when no
-    /// slot is free or no fork may happen now.
-    fn spawn(&mut self, payload: Option<Payload>) -> bool {
+    /// slot is free or no fork may happen now. `paced`: within the spawn
+    /// rate (pool refills); requests waiting are not paced.
+    fn spawn(&mut self, paced: bool) -> bool {
         let Some(board) = self.board.clone() else {
             return false;
         };
-        if !self.may_spawn(payload.is_none()) {
+        if !self.may_spawn(paced) {
             return false;
         }
         let Some(slot) = board.allocate() else {
             return false;
         };
-        self.sup().pending.insert(slot, payload);
+        self.sup().pending.insert(slot);
         self.send_spawn(slot);
         true
     }
@@ -1190,8 +1280,7 @@ impl Core {
         let Some(sock) = s.spawner.clone() else {
             return;
         };
-        let payload = s.pending.get(&slot).cloned().flatten();
-        match process::request_spawn(sock.as_raw_fd(), slot, payload.as_ref()) {
+        match process::request_spawn(sock.as_raw_fd(), slot) {
             Ok(()) => {}
             Err(Errno::EAGAIN) | Err(Errno::ENOBUFS) => self.retry_later(slot),
             Err(err) => {
@@ -1233,7 +1322,7 @@ impl Core {
     }
 
     fn abandon_spawn(&mut self, slot: SlotId) {
-        if self.sup().pending.remove(&slot).is_some()
+        if self.sup().pending.remove(&slot)
             && let Some(board) = &self.board
         {
             board.free(slot);
@@ -1534,7 +1623,7 @@ impl Core {
                 .max(short)
                 .min(pool.max_children.saturating_sub(used));
             for _ in 0..want {
-                if !self.spawn(None) {
+                if !self.spawn(true) {
                     break;
                 }
             }
@@ -1574,28 +1663,89 @@ impl Core {
         }
     }
 
+    /// Fork per request: hands waiting requests to workers that wait for
+    /// one, forks workers for the requests left and for the warm spares,
+    /// and pauses or resumes the acceptor.
+    ///
+    /// A request goes into the dispatch socket only while more workers wait
+    /// for a request (`F`, `f`, `.`) than requests are in the socket, so
+    /// every request there has a worker on its way; the rest wait in the
+    /// queue. The acceptor is paused while no worker could take another
+    /// request: every slot busy, and none waiting or free.
     fn drain_queue(&mut self) {
-        let Mode::ForkPerRequest { max_children } = *self.config.mode() else {
+        let Mode::ForkPerRequest { .. } = *self.config.mode() else {
             return;
         };
         let Some(board) = self.board.clone() else {
             return;
         };
-        while let Some(payload) = self.sup().queue.pop_front() {
-            if !self.spawn(Some(payload.clone())) {
-                self.sup().queue.push_front(payload);
+        let warm = if self.shutting_down {
+            0
+        } else {
+            self.config.warm_workers()
+        };
+        loop {
+            let tally = board.tally();
+            let waiting = tally[SlotState::Forking as usize]
+                + tally[SlotState::Starting as usize]
+                + tally[SlotState::FirstWait as usize];
+            let free = tally[SlotState::Empty as usize];
+            let claimed = board.claimed();
+            let s = self.sup();
+            let mut in_socket = s.dispatched.saturating_sub(claimed) as usize;
+            // Hand requests to workers on their way.
+            while in_socket < waiting && !s.queue.is_empty() {
+                let Some(sock) = s.dispatch.as_ref() else {
+                    break;
+                };
+                let payload = s.queue.pop_front().expect("not empty");
+                match process::dispatch_send(sock.as_raw_fd(), &payload) {
+                    Ok(()) => {
+                        // The worker has its own copies of the descriptors.
+                        drop(payload);
+                        s.dispatched += 1;
+                        in_socket += 1;
+                    }
+                    Err(err) => {
+                        s.queue.push_front(payload);
+                        if err != Errno::EAGAIN && err != Errno::ENOBUFS {
+                            error!(self.log, "cannot hand a request to a worker"; "error" => %err);
+                        }
+                        // Try again at the next event (a sweep at the latest).
+                        break;
+                    }
+                }
+            }
+            // Fork for the requests left, and the warm spares.
+            let s = self.sup();
+            let want = (in_socket + s.queue.len() + warm).saturating_sub(waiting);
+            let mut forked = 0;
+            for _ in 0..want.min(free) {
+                if !self.spawn(false) {
+                    break;
+                }
+                forked += 1;
+            }
+            if forked == 0 || self.sup().queue.is_empty() {
                 break;
             }
         }
-        let full = board.len() - board.tally()[SlotState::Empty as usize] >= max_children;
+        let tally = board.tally();
+        let waiting = tally[SlotState::Forking as usize]
+            + tally[SlotState::Starting as usize]
+            + tally[SlotState::FirstWait as usize];
+        let free = tally[SlotState::Empty as usize];
         let s = self.sup();
-        let waiting = !s.queue.is_empty();
-        board.set_queue(s.queue.len(), full || waiting);
-        if (full || waiting) && !s.paused {
+        let in_socket = s.dispatched.saturating_sub(board.claimed()) as usize;
+        let queued = s.queue.len();
+        let full = waiting + free <= in_socket;
+        let hold = full || queued > 0;
+        board.set_queue(queued + in_socket, hold);
+        if hold && !s.paused {
             s.paused = true;
             debug!(self.log, "pausing the acceptor: max_children reached");
             self.broadcast(DaemonSignal::Pause);
-        } else if !full && !waiting && s.paused {
+        } else if !hold && s.paused {
             s.paused = false;
             debug!(self.log, "resuming the acceptor");
             self.broadcast(DaemonSignal::Accept);
@@ -1726,6 +1876,16 @@ impl Handler<UpdateStatus> for DaemonActor {
         match core.kind {
             Kind::Supervisor(_) => core.supervisor_update(msg, ctx),
             Kind::Worker(_) => core.worker_update(msg, ctx),
+        }
+    }
+}
+
+impl Handler<Claimed> for DaemonActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Claimed, ctx: &mut Context<Self>) {
+        if let Some(core) = self.core.as_deref_mut() {
+            core.claimed(msg.0, ctx);
         }
     }
 }
@@ -2023,6 +2183,7 @@ mod tests {
                 board: Some(board.clone()),
                 wake: None,
                 spawner: None,
+                dispatch: None,
                 notifier: None,
                 outcome: Arc::new(Mutex::new(None)),
             })
@@ -2038,7 +2199,7 @@ mod tests {
                 wake: Arc::new(Wake::new().unwrap()),
                 slot,
                 supervisor_pid: std::process::id(),
-                payload: None,
+                dispatch: None,
             })
             .start();
             let before = board.snapshots();
@@ -2101,7 +2262,7 @@ mod tests {
                 wake: Arc::new(Wake::new().unwrap()),
                 slot,
                 supervisor_pid: std::process::id(),
-                payload: None,
+                dispatch: None,
             })
             .start();
             let mut seen = Vec::new();

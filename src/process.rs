@@ -671,24 +671,60 @@ impl SpawnReply {
     }
 }
 
-/// Supervisor: asks the spawner for a worker in `slot`, passing `payload`'s
-/// descriptors with `SCM_RIGHTS` and its data as bytes. Never blocks.
+/// Supervisor: asks the spawner for a worker in `slot`. Never blocks.
 ///
 /// # Errors
 ///
 /// `EAGAIN` if the socket is full (retry later), `EPIPE` and the like if the
 /// spawner is gone.
-pub(crate) fn request_spawn(
-    sock: RawFd,
-    slot: SlotId,
-    payload: Option<&Payload>,
-) -> nix::Result<()> {
+pub(crate) fn request_spawn(sock: RawFd, slot: SlotId) -> nix::Result<()> {
     let mut header = [0u8; REQUEST_HEADER];
     header[0] = REQUEST;
     header[1..9].copy_from_slice(&(slot.0 as u64).to_le_bytes());
-    let data: &[u8] = payload.map(Payload::data_bytes).unwrap_or_default();
-    let fds = payload.map(Payload::raw_fds).unwrap_or_default();
-    let iov = [IoSlice::new(&header), IoSlice::new(data)];
+    sendmsg::<()>(
+        sock,
+        &[IoSlice::new(&header)],
+        &[],
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        None,
+    )
+    .map(drop)
+}
+
+// ---------------------------------------------------------------------------
+// The dispatch socket: fork-per-request payloads, supervisor to workers.
+
+/// The first byte of a dispatched payload (a payload may be empty, and an
+/// empty SEQPACKET message would read as end of file).
+const DISPATCH: u8 = b'Q';
+
+/// Makes the dispatch socket pair: `(supervisor end, workers' end)`. A
+/// fork-per-request request travels from the supervisor to whichever
+/// worker waiting for one reads it first: its data as bytes, its
+/// descriptors with `SCM_RIGHTS`.
+pub(crate) fn dispatch_pair() -> Result<(OwnedFd, OwnedFd)> {
+    socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|err| Error::sys("socketpair for requests", err))
+}
+
+/// Supervisor: hands `payload` to the next worker that reads the dispatch
+/// socket. Never blocks. The supervisor's descriptors stay its own (drop the
+/// payload to close them).
+///
+/// # Errors
+///
+/// `EAGAIN` if the socket is full; other errors if no worker end is open.
+pub(crate) fn dispatch_send(sock: RawFd, payload: &Payload) -> nix::Result<()> {
+    let fds = payload.raw_fds();
+    let iov = [
+        IoSlice::new(&[DISPATCH]),
+        IoSlice::new(payload.data_bytes()),
+    ];
     let rights = [ControlMessage::ScmRights(&fds)];
     let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
     sendmsg::<()>(
@@ -699,6 +735,54 @@ pub(crate) fn request_spawn(
         None,
     )
     .map(drop)
+}
+
+/// Worker: takes one payload from the dispatch socket without blocking.
+/// `Ok(None)` at end of file (the supervisor is gone).
+///
+/// # Errors
+///
+/// `EAGAIN` when another worker took it first (or nothing is there).
+pub(crate) fn dispatch_recv(sock: RawFd) -> nix::Result<Option<Payload>> {
+    let mut data = vec![0u8; 1 + MAX_PAYLOAD_DATA];
+    let mut cmsg = nix::cmsg_space!([RawFd; MAX_PAYLOAD_FDS]);
+    let (len, fds) = {
+        let mut iov = [IoSliceMut::new(&mut data)];
+        let msg = recvmsg::<()>(
+            sock,
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+        )?;
+        (msg.bytes, owned_rights(&msg))
+    };
+    if len == 0 {
+        return Ok(None);
+    }
+    if data[0] != DISPATCH {
+        return Err(Errno::EBADMSG);
+    }
+    data.truncate(len);
+    data.remove(0);
+    Ok(Some(Payload::from_parts(data, fds)))
+}
+
+/// The descriptors an `SCM_RIGHTS` message brought, owned.
+fn owned_rights(msg: &nix::sys::socket::RecvMsg<'_, '_, ()>) -> Vec<OwnedFd> {
+    let mut fds = Vec::new();
+    if let Ok(cmsgs) = msg.cmsgs() {
+        for c in cmsgs {
+            if let ControlMessageOwned::ScmRights(raw) = c {
+                // SAFETY: SCM_RIGHTS gave this process new descriptors that
+                // nothing else owns.
+                fds.extend(
+                    raw.into_iter()
+                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                );
+            }
+        }
+    }
+    fds
 }
 
 /// Supervisor: asks the spawner to reopen the log file (on HUP), so that
@@ -739,11 +823,13 @@ pub(crate) struct WorkerBoot {
     pub(crate) wake: std::sync::Arc<Wake>,
     pub(crate) supervisor: i32,
     pub(crate) privileges: Option<crate::ops::Privileges>,
+    /// Fork per request: the workers' end of the dispatch socket.
+    pub(crate) dispatch: Option<Arc<OwnedFd>>,
 }
 
 /// What a worker's process runs once it is set up: builds the worker's actix
 /// `System`, calls the application, runs. Returns the exit status.
-pub(crate) type WorkerMain<F> = fn(&WorkerBoot, SlotId, Option<Payload>, F) -> i32;
+pub(crate) type WorkerMain<F> = fn(&WorkerBoot, SlotId, F) -> i32;
 
 /// Forks the spawner. In the supervisor, returns the link; in the spawner,
 /// never returns.
@@ -836,39 +922,15 @@ fn spawner_main<F: FnOnce(&crate::Process)>(
     );
     slog::debug!(log, "spawner started");
     let mut init = Some(init);
-    let mut data = vec![0u8; REQUEST_HEADER + MAX_PAYLOAD_DATA];
+    let mut data = [0u8; 64];
     loop {
-        let mut cmsg = nix::cmsg_space!([RawFd; MAX_PAYLOAD_FDS]);
-        let (len, fds) = {
-            let mut iov = [IoSliceMut::new(&mut data)];
-            match recvmsg::<()>(
-                sock.as_raw_fd(),
-                &mut iov,
-                Some(&mut cmsg),
-                MsgFlags::MSG_CMSG_CLOEXEC,
-            ) {
-                Ok(msg) if msg.bytes == 0 => break,
-                Ok(msg) => {
-                    let mut fds = Vec::new();
-                    if let Ok(cmsgs) = msg.cmsgs() {
-                        for c in cmsgs {
-                            if let ControlMessageOwned::ScmRights(raw) = c {
-                                // SAFETY: SCM_RIGHTS gave this process new
-                                // descriptors that nothing else owns.
-                                fds.extend(
-                                    raw.into_iter()
-                                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-                                );
-                            }
-                        }
-                    }
-                    (msg.bytes, fds)
-                }
-                Err(Errno::EINTR) => continue,
-                Err(err) => {
-                    slog::error!(log, "spawner socket failed"; "error" => %err);
-                    break;
-                }
+        let len = match nix::sys::socket::recv(sock.as_raw_fd(), &mut data, MsgFlags::empty()) {
+            Ok(0) => break,
+            Ok(len) => len,
+            Err(Errno::EINTR) => continue,
+            Err(err) => {
+                slog::error!(log, "spawner socket failed"; "error" => %err);
+                break;
             }
         };
         if len == 1 && data[0] == REOPEN {
@@ -879,13 +941,11 @@ fn spawner_main<F: FnOnce(&crate::Process)>(
             }
             continue;
         }
-        if len < REQUEST_HEADER || data[0] != REQUEST {
+        if len != REQUEST_HEADER || data[0] != REQUEST {
             slog::error!(log, "malformed spawn request"; "bytes" => len);
             continue;
         }
         let slot = SlotId(u64::from_le_bytes(data[1..9].try_into().unwrap_or_default()) as usize);
-        let payload = (len > REQUEST_HEADER || !fds.is_empty())
-            .then(|| Payload::from_parts(data[REQUEST_HEADER..len].to_vec(), fds));
         let reply = |reply: SpawnReply| {
             let _ = sendmsg::<()>(
                 sock.as_raw_fd(),
@@ -904,7 +964,6 @@ fn spawner_main<F: FnOnce(&crate::Process)>(
                 // SIGCHLD ignored the kernel reaps it, and the spawner is
                 // free for the next request at once (no wait4: about
                 // 150 us less per request, benches/fork_shape.rs).
-                drop(payload);
             }
             Ok(ForkResult::Child) => {
                 // SAFETY: fork site "spawner loop", second fork (the worker):
@@ -920,7 +979,7 @@ fn spawner_main<F: FnOnce(&crate::Process)>(
                     Ok(ForkResult::Child) => {
                         drop(sock);
                         let init = init.take().expect("the spawner never calls init");
-                        worker_process(&boot, slot, payload, worker_main, init)
+                        worker_process(&boot, slot, worker_main, init)
                     }
                     Err(errno) => {
                         reply(SpawnReply::Failed { slot, errno });
@@ -933,7 +992,6 @@ fn spawner_main<F: FnOnce(&crate::Process)>(
             }
             Err(errno) => {
                 slog::warn!(log, "fork failed"; "slot" => slot, "error" => %errno);
-                drop(payload);
                 reply(SpawnReply::Failed { slot, errno });
             }
         }
@@ -948,7 +1006,6 @@ fn spawner_main<F: FnOnce(&crate::Process)>(
 fn worker_process<F: FnOnce(&crate::Process)>(
     boot: &WorkerBoot,
     slot: SlotId,
-    payload: Option<Payload>,
     worker_main: WorkerMain<F>,
     init: F,
 ) -> i32 {
@@ -970,7 +1027,7 @@ fn worker_process<F: FnOnce(&crate::Process)>(
     if boot.board.is_shutdown() {
         return 0;
     }
-    worker_main(boot, slot, payload, init)
+    worker_main(boot, slot, init)
 }
 
 /// Test helper: forks a child that runs `f` (which must be

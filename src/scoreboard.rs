@@ -64,6 +64,7 @@ struct Header {
     min_spare: AtomicU32,
     max_spare: AtomicU32,
     connections: AtomicU64,
+    claimed: AtomicU64,
 }
 
 /// One worker's slot. 64 bytes and aligned to a cache line, so that workers
@@ -401,8 +402,15 @@ impl Scoreboard {
             Counter::Memory => &h.memory,
             Counter::Vanished => &h.vanished,
             Counter::Connections => &h.connections,
+            Counter::Claimed => &h.claimed,
         };
         c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Fork per request: requests workers have taken from the dispatch
+    /// socket since start.
+    pub(crate) fn claimed(&self) -> u64 {
+        self.header().claimed.load(Ordering::Acquire)
     }
 
     /// Supervisor: publishes the fork-per-request queue and pause state, so
@@ -486,6 +494,8 @@ pub(crate) enum Counter {
     /// Counted by the `web` feature's servers.
     #[cfg_attr(not(feature = "web"), allow(dead_code))]
     Connections,
+    /// Fork per request: requests taken from the dispatch socket.
+    Claimed,
 }
 
 #[cfg(test)]

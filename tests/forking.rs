@@ -71,7 +71,11 @@ fn sigterm_ends_every_process_with_no_zombie() {
     let mut busy = d.conn();
     assert_eq!(busy.cmd("PING"), "PONG");
     let all = d.pids();
-    assert_eq!(all.len(), 3, "supervisor, spawner, one worker: {all:?}");
+    assert_eq!(
+        all.len(),
+        4,
+        "supervisor, spawner, the busy worker, one warm worker: {all:?}"
+    );
     d.signal(Signal::SIGTERM);
     assert_eq!(busy.cmd("PING"), "PONG", "the request in progress finishes");
     busy.done();
@@ -124,9 +128,10 @@ fn no_descriptor_or_memory_growth_in_the_supervisor_over_1000_workers() {
             c.join().expect("client");
         }
     };
+    // Settled: only the warm worker left, waiting for a request.
     let settled = |d: &Daemon| {
         assert!(
-            wait_until(DEADLINE, || d.workers().is_empty()),
+            wait_until(DEADLINE, || d.workers().len() == 1),
             "workers left\n{}",
             d.report()
         );
@@ -189,5 +194,46 @@ fn a_missing_workdir_is_an_error_before_anything_starts() {
     assert!(
         stderr.contains("cannot use working directory /nonexistent/workdir"),
         "{stderr}"
+    );
+}
+
+#[test]
+fn a_warm_worker_is_ready_before_the_request_and_serves_only_it() {
+    // Default: one worker forked ahead, waiting (`.`) for a request.
+    let d = Daemon::start("forking", &[]);
+    let warm = d.wait_workers(1)[0];
+    let mut c = d.conn();
+    let pid: i32 = c.cmd("PID").parse().unwrap();
+    assert_eq!(pid, warm, "the warm worker took the connection");
+    let status = c.report("STATUS").join("\n");
+    assert!(status.contains(" r ") || status.contains("[ r"), "{status}");
+    // Another one is forked ahead while this one serves.
+    assert!(
+        wait_until(DEADLINE, || d.workers().len() == 2),
+        "no new warm worker\n{}",
+        d.report()
+    );
+    c.done();
+    // The served worker exits; its successor is the one waiting.
+    assert!(wait_until(DEADLINE, || !exists(warm)), "{}", d.report());
+    let next = d.wait_workers(1)[0];
+    assert_ne!(next, warm);
+    let mut c = d.conn();
+    assert_eq!(c.cmd("PID").parse::<i32>().unwrap(), next);
+    c.done();
+}
+
+#[test]
+fn without_warm_workers_each_worker_is_forked_for_its_request() {
+    let d = Daemon::start("forking", &["--warm-workers", "0"]);
+    let mut c = d.conn();
+    assert_eq!(c.cmd("PING"), "PONG");
+    let pid: i32 = c.cmd("PID").parse().unwrap();
+    assert_eq!(d.workers(), vec![pid], "only the worker serving");
+    c.done();
+    assert!(
+        wait_until(DEADLINE, || d.workers().is_empty()),
+        "a worker stayed\n{}",
+        d.report()
     );
 }

@@ -44,6 +44,7 @@ pub struct Args {
     pub max_children: Option<usize>,
     pub requests: Option<u64>,
     pub requests_jitter: Option<u64>,
+    pub warm_workers: Option<usize>,
     pub babysit: Option<u64>,
     pub shutdown_timeout: Option<u64>,
     pub workdir: Option<PathBuf>,
@@ -67,7 +68,7 @@ pub struct Args {
 }
 
 const FLAGS: &str = "[PORT] [--foreground] [--logfile PATH] [--start-children N] [--min-spare N] \
-[--max-spare N] [--max-children N] [--requests N (0: unlimited)] [--requests-jitter N] [--babysit SECS] [--shutdown-timeout SECS] \
+[--max-spare N] [--max-children N] [--requests N (0: unlimited)] [--requests-jitter N] [--warm-workers N] [--babysit SECS] [--shutdown-timeout SECS] \
 [--workdir DIR] [--ignore-pause] [--request-timeout SECS] [--long-request-timeout SECS] [--max-rss MIB] \
 [--cpu-limit SECS] [--cpu-share PERCENT] [--max-restarts N] [--restart-window SECS] [--fault-commands] \
 [--fault-panic-at-start N] [--foreign-child SHELL-COMMAND] [--pidfile PATH] [--user NAME] [--group NAME] \
@@ -85,6 +86,7 @@ fn parse(defaults: &Defaults) -> Result<Args, String> {
         max_children: defaults.max_children,
         requests: defaults.requests,
         requests_jitter: None,
+        warm_workers: None,
         babysit: None,
         shutdown_timeout: None,
         workdir: None,
@@ -131,6 +133,7 @@ fn parse(defaults: &Defaults) -> Result<Args, String> {
             "--max-children" => args.max_children = Some(value(&arg)? as usize),
             "--requests" => args.requests = Some(value(&arg)?).filter(|&n| n > 0),
             "--requests-jitter" => args.requests_jitter = Some(value(&arg)?),
+            "--warm-workers" => args.warm_workers = Some(value(&arg)? as usize),
             "--babysit" => args.babysit = Some(value(&arg)?),
             "--shutdown-timeout" => args.shutdown_timeout = Some(value(&arg)?),
             "--request-timeout" => args.request_timeout = Some(value(&arg)?),
@@ -206,6 +209,9 @@ pub fn main(defaults: Defaults) -> ExitCode {
     }
     if let Some(n) = args.requests_jitter {
         builder = builder.requests_jitter(n);
+    }
+    if let Some(n) = args.warm_workers {
+        builder = builder.warm_workers(n);
     }
     if let Some(secs) = args.babysit {
         builder = builder.babysit(Duration::from_secs(secs));
