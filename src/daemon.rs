@@ -2092,6 +2092,25 @@ impl Handler<ShutdownAcked> for DaemonActor {
     }
 }
 
+// -- hooks for benches/micro.rs (see `crate::bench_support`) ----------------
+
+impl DaemonActor {
+    /// A worker's own state change, exactly as its status updates make it
+    /// (`Core::set_state`: the scoreboard write and, when the supervisor
+    /// cares, the wake-up), without going through the mailbox.
+    pub(crate) fn bench_set_state(&mut self, state: SlotState) {
+        if let Some(core) = self.core.as_deref_mut() {
+            core.set_state(state);
+        }
+    }
+
+    /// The report `Status` answers, built by `Core::status` without going
+    /// through the mailbox (`None` outside a daemon).
+    pub(crate) fn bench_status(&self) -> Option<StatusReport> {
+        self.core.as_deref().map(Core::status)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

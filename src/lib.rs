@@ -98,6 +98,8 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 mod babysitter;
+#[doc(hidden)]
+pub mod bench_support;
 mod config;
 mod daemon;
 #[cfg(doctest)]
