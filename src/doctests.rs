@@ -4,6 +4,10 @@
 #[doc = include_str!("../book/src/quick-start.md")]
 pub struct QuickStart;
 
+/// The book's "Daemonizing" chapter.
+#[doc = include_str!("../book/src/daemonizing.md")]
+pub struct Daemonizing;
+
 /// The book's "Pre-forking" chapter.
 #[doc = include_str!("../book/src/pre-forking.md")]
 pub struct PreForking;
@@ -11,6 +15,11 @@ pub struct PreForking;
 /// The book's "Fork per request" chapter.
 #[doc = include_str!("../book/src/fork-per-request.md")]
 pub struct ForkPerRequest;
+
+/// The book's "actix-web on a pre-forked pool" chapter (the `web` feature).
+#[cfg(feature = "web")]
+#[doc = include_str!("../book/src/actix-web.md")]
+pub struct ActixWeb;
 
 /// The book's "Status and peek" chapter.
 #[doc = include_str!("../book/src/status-and-peek.md")]
@@ -20,9 +29,21 @@ pub struct StatusAndPeek;
 #[doc = include_str!("../book/src/babysitting.md")]
 pub struct Babysitting;
 
+/// The book's "Configuration" chapter.
+#[doc = include_str!("../book/src/configuration.md")]
+pub struct Configuration;
+
 /// The book's "Operations" chapter.
 #[doc = include_str!("../book/src/operations.md")]
 pub struct Operations;
+
+/// The book's "Testing a daemon" chapter.
+#[doc = include_str!("../book/src/testing.md")]
+pub struct Testing;
+
+/// The book's "Performance" chapter.
+#[doc = include_str!("../book/src/performance.md")]
+pub struct Performance;
 
 /// The book's "Coming from POE::Component::Daemon" chapter.
 #[doc = include_str!("../book/src/coming-from-poe.md")]
