@@ -337,6 +337,10 @@ impl Scoreboard {
 
     /// Reads one slot.
     pub fn snapshot(&self, slot: SlotId) -> SlotSnapshot {
+        self.snapshot_at(slot, now_ms())
+    }
+
+    fn snapshot_at(&self, slot: SlotId, now: u64) -> SlotSnapshot {
         let cell = self.cell(slot);
         let state = self.state(slot);
         SlotSnapshot {
@@ -346,14 +350,17 @@ impl Scoreboard {
             requests: cell.requests.load(Ordering::Relaxed),
             in_state_ms: match cell.changed_ms.load(Ordering::Relaxed) {
                 0 => 0,
-                changed => now_ms().saturating_sub(changed),
+                changed => now.saturating_sub(changed),
             },
         }
     }
 
-    /// Reads every slot.
+    /// Reads every slot (with one reading of the clock).
     pub fn snapshots(&self) -> Vec<SlotSnapshot> {
-        (0..self.slots).map(|i| self.snapshot(SlotId(i))).collect()
+        let now = now_ms();
+        (0..self.slots)
+            .map(|i| self.snapshot_at(SlotId(i), now))
+            .collect()
     }
 
     /// How many slots are in each state, indexed by `SlotState as usize`.
