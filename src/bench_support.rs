@@ -121,7 +121,7 @@ impl Pool {
             wake: self.wake.clone(),
             slot,
             supervisor_pid: pid,
-            payload: None,
+            dispatch: None,
         })
     }
 
@@ -134,6 +134,7 @@ impl Pool {
             board: Some(self.board.clone()),
             wake: Some(self.wake.clone()),
             spawner: None,
+            dispatch: None,
             notifier: None,
             outcome: Arc::new(Mutex::new(None)),
         })

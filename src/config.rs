@@ -20,7 +20,9 @@ pub enum Mode {
     /// `max_children` or `start_children`).
     Daemon,
     /// Fork per request (the seed's post-forking): every `UpdateStatus::Req`
-    /// in the supervisor forks a worker that gets the payload.
+    /// in the supervisor goes to a worker of its own, forked for it or ahead
+    /// of it ([`DaemonBuilder::warm_workers`]), that gets the payload and
+    /// exits after it.
     ForkPerRequest {
         /// At most this many workers at once.
         max_children: usize,

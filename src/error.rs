@@ -157,7 +157,8 @@ pub enum Error {
         /// How it ended.
         status: String,
     },
-    /// A payload's data or file descriptors are over the limits of the spawner protocol.
+    /// A payload's data or file descriptors are over the limits of the
+    /// socket that carries requests to workers.
     #[error("payload too large: {what} is {size}, at most {limit}")]
     PayloadTooLarge {
         /// `data` (bytes) or `fds` (count).

@@ -12,7 +12,7 @@ use crate::status::{PeekReport, StatusReport};
 ///
 /// | update | in a pre-forked worker | in a fork-per-request supervisor | in a fork-per-request worker |
 /// |---|---|---|---|
-/// | `Req(payload)` | a request started (`r`); the payload is ignored | fork a worker for this request; it gets `Child(Some(payload))` | — |
+/// | `Req(payload)` | a request started (`r`); the payload is ignored | hand the payload to a worker of its own (a warm one, or one forked for it); it gets `Child(Some(payload))` | — |
 /// | `Long` | a long request started or the current one is long (`l`) | — | the request is long (`l`) |
 /// | `Wait` | first time (from `f`): ready (`.`), the daemon answers `Accept`; while busy: the same as `Done`; while waiting: nothing | — | — |
 /// | `Done` | the request ended (`w`); `Accept` again, or `Shutdown` once `requests` are served | — | the request ended: the worker exits |

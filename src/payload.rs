@@ -157,7 +157,7 @@ impl Payload {
         fds.iter().flatten().map(AsRawFd::as_raw_fd).collect()
     }
 
-    /// Rebuilds a payload from what arrived over the spawner socket.
+    /// Rebuilds a payload from what arrived over the workers' socket.
     pub(crate) fn from_parts(data: Vec<u8>, fds: Vec<OwnedFd>) -> Payload {
         Payload {
             inner: Arc::new(Inner {
