@@ -173,10 +173,15 @@ impl Privileges {
             (None, None) => unreachable!("checked above"),
         };
         // Only root may change its user or groups: say so before forking
-        // rather than have the spawner fail.
+        // rather than have the spawner fail. A process that already runs
+        // as the user and group asked for (started by systemd's `User=`,
+        // say) has nothing to drop.
         let euid = nix::unistd::geteuid();
-        let same_user = user.as_ref().is_none_or(|u| u.uid == euid);
-        if !(euid.is_root() || (same_user && gid == nix::unistd::getegid())) {
+        if !euid.is_root() {
+            let same_user = user.as_ref().is_none_or(|u| u.uid == euid);
+            if same_user && gid == nix::unistd::getegid() {
+                return Ok(None);
+            }
             return Err(Error::NeedRoot);
         }
         Ok(Some(Privileges {

@@ -151,3 +151,48 @@ fn an_unknown_user_or_group_fails_before_anything_starts() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_non_root_daemon_may_name_itself_but_not_another_user() {
+    if !as_root_with_nobody() {
+        return;
+    }
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    let group = nix::unistd::Group::from_gid(nobody.gid)
+        .unwrap()
+        .expect("nobody's group")
+        .name;
+    let as_nobody = |cmd: &mut std::process::Command, dir: &std::path::Path| {
+        use std::os::unix::process::CommandExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        cmd.uid(nobody.uid.as_raw()).gid(nobody.gid.as_raw());
+    };
+    // Already the user and group asked for: nothing to drop, it runs.
+    let d = Daemon::start_with(
+        "preforking",
+        &["--user", "nobody", "--group", &group, "--requests", "0"],
+        as_nobody,
+    );
+    let workers = d.wait_workers(2);
+    assert_eq!(uid_of(d.supervisor), nobody.uid.as_raw());
+    for w in &workers {
+        assert_eq!(uid_of(*w), nobody.uid.as_raw(), "worker {w}");
+    }
+    drop(d);
+    // Another user: refused before anything starts.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(support::example("preforking"));
+    cmd.args(["0", "--user", "root"])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    as_nobody(&mut cmd, dir.path());
+    let out = cmd.output().expect("run the example");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("user and group can only be changed when started as root"),
+        "{stderr}"
+    );
+}
