@@ -1781,6 +1781,14 @@ impl Core {
             warn!(self.log, "queued requests closed unserved at shutdown"; "count" => dropped);
             self.sup().queue.clear();
         }
+        // Requests handed to the workers' socket and not yet taken: a
+        // worker that is up may still take them before its TERM; the rest
+        // close with the socket.
+        let claimed = self.board.as_ref().map_or(0, Scoreboard::claimed);
+        let handed = self.sup().dispatched.saturating_sub(claimed);
+        if handed > 0 {
+            warn!(self.log, "requests not yet taken by a worker at shutdown"; "count" => handed);
+        }
         for &pid in self.sup().workers.keys() {
             process::send_signal(pid, Signal::SIGTERM);
         }
