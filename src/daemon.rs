@@ -106,7 +106,7 @@ struct Sup {
     retry_delay: Duration,
     queue: VecDeque<Payload>,
     /// Fork per request: the supervisor's end of the dispatch socket.
-    dispatch: Option<OwnedFd>,
+    dispatch: Option<Arc<OwnedFd>>,
     /// Requests handed to the dispatch socket since start (workers count
     /// those they took in the scoreboard).
     dispatched: u64,
@@ -278,6 +278,12 @@ struct Woken;
 #[rtype(result = "()")]
 struct FromSpawner(Option<SpawnReply>);
 
+/// Fork per request: a request a worker took but could not serve (it was
+/// told to shut down meanwhile), handed back to the supervisor.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Returned(Payload);
+
 #[derive(Message)]
 #[rtype(result = "()")]
 struct ShutdownAcked;
@@ -323,7 +329,7 @@ impl DaemonActor {
                     retry_scheduled: false,
                     retry_delay: RETRY_MIN,
                     queue: VecDeque::new(),
-                    dispatch: setup.dispatch,
+                    dispatch: setup.dispatch.map(Arc::new),
                     dispatched: 0,
                     paused: false,
                     unclaimed: HashMap::new(),
@@ -780,6 +786,7 @@ impl Core {
         let Some(sock) = w.dispatch.clone() else {
             return;
         };
+        let board = self.board.clone();
         w.claim_task = Some(actix_rt::spawn(async move {
             let Ok(fd) = process::watch(sock) else {
                 addr.do_send(Claimed(None));
@@ -792,6 +799,12 @@ impl Core {
                 };
                 match process::dispatch_recv(fd.get_ref().as_raw_fd()) {
                     Ok(payload) => {
+                        // Counted at once: the supervisor's count of
+                        // requests in the socket must not wait for the
+                        // actor.
+                        if let (Some(_), Some(board)) = (&payload, &board) {
+                            board.count(Counter::Claimed);
+                        }
                         addr.do_send(Claimed(payload));
                         return;
                     }
@@ -823,12 +836,22 @@ impl Core {
             return;
         };
         if self.shutting_down {
-            // Taken just as TERM came: closing it tells the client at once.
-            warn!(self.log, "request closed unserved: shutting down");
+            // Taken just as TERM came: give it back to the supervisor,
+            // which hands it to another worker.
+            let returned = match &self.kind {
+                Kind::Worker(Wrk {
+                    dispatch: Some(sock),
+                    ..
+                }) => process::dispatch_send(sock.as_raw_fd(), &payload),
+                _ => Err(Errno::ENOTCONN),
+            };
+            match returned {
+                Ok(()) => debug!(self.log, "request handed back: shutting down"),
+                Err(err) => {
+                    warn!(self.log, "request closed unserved: shutting down"; "error" => %err)
+                }
+            }
             return;
-        }
-        if let (Kind::Worker(_), Some(board)) = (&self.kind, &self.board) {
-            board.count(Counter::Claimed);
         }
         self.set_state(SlotState::Req);
         self.life.child = Some(Some(payload.clone()));
@@ -963,6 +986,26 @@ impl Core {
                     guard.clear_ready();
                     if fd.get_ref().0.drain() {
                         addr.do_send(Woken);
+                    }
+                }
+            });
+        }
+        if let Some(sock) = s.dispatch.clone() {
+            let addr = addr.clone();
+            actix_rt::spawn(async move {
+                let Ok(fd) = process::watch(sock) else {
+                    return;
+                };
+                loop {
+                    let Ok(mut guard) = fd.readable().await else {
+                        return;
+                    };
+                    match process::dispatch_recv(fd.get_ref().as_raw_fd()) {
+                        Ok(Some(payload)) => addr.do_send(Returned(payload)),
+                        Ok(None) => return,
+                        Err(Errno::EAGAIN) => guard.clear_ready(),
+                        Err(Errno::EINTR) => {}
+                        Err(_) => return,
                     }
                 }
             });
@@ -1588,19 +1631,22 @@ impl Core {
             pool.min_spare = min;
             pool.max_spare = max;
         }
-        let tally = board.tally();
+        // One reading of the scoreboard for every count below: workers
+        // change their states meanwhile, and counts from two readings can
+        // disagree (a retiring spare seen idle in one and exiting in the
+        // other made one spare too many look surplus).
+        let snaps = board.snapshots();
+        let mut tally = [0usize; 8];
+        for s in &snaps {
+            tally[s.state as usize] += 1;
+        }
         // Spares already told to retire are not spares any more, even
         // before they have marked themselves exiting.
         let retiring = &self.sup().retiring;
-        let retiring_idle = if retiring.is_empty() {
-            0
-        } else {
-            board
-                .snapshots()
-                .iter()
-                .filter(|s| s.state.is_idle() && retiring.contains(&s.pid))
-                .count()
-        };
+        let retiring_idle = snaps
+            .iter()
+            .filter(|s| s.state.is_idle() && retiring.contains(&s.pid))
+            .count();
         let idle = (tally[SlotState::FirstWait as usize] + tally[SlotState::Wait as usize])
             .saturating_sub(retiring_idle);
         let starting = tally[SlotState::Forking as usize] + tally[SlotState::Starting as usize];
@@ -1632,8 +1678,7 @@ impl Core {
             // up, so that start_children above max_spare still gets ready.
             let retiring = &self.sup().retiring;
             let surplus = idle - pool.max_spare;
-            let victims: Vec<(i32, SlotId)> = board
-                .snapshots()
+            let victims: Vec<(i32, SlotId)> = snaps
                 .into_iter()
                 .filter(|s| s.state.is_idle() && s.pid > 0 && !retiring.contains(&s.pid))
                 .take(surplus)
@@ -1885,6 +1930,23 @@ impl Handler<UpdateStatus> for DaemonActor {
             Kind::Supervisor(_) => core.supervisor_update(msg, ctx),
             Kind::Worker(_) => core.worker_update(msg, ctx),
         }
+    }
+}
+
+impl Handler<Returned> for DaemonActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Returned, ctx: &mut Context<Self>) {
+        let Some(core) = self.core.as_deref_mut() else {
+            return;
+        };
+        if core.shutting_down {
+            warn!(core.log, "request closed unserved: shutting down");
+            return;
+        }
+        debug!(core.log, "a worker handed a request back; it goes first");
+        core.sup().queue.push_front(msg.0);
+        core.after_change(ctx);
     }
 }
 
@@ -2332,5 +2394,36 @@ mod tests {
                 .any(|l| l.contains("status update ignored") && l.contains("update=served")),
             "{lines:#?}"
         );
+    }
+
+    #[test]
+    fn a_request_taken_while_shutting_down_is_handed_back() {
+        let log = Logger::root(slog::Discard, slog::o!());
+        let board = Scoreboard::new(1).unwrap();
+        let slot = board.allocate().unwrap();
+        board.set_state(slot, SlotState::Starting);
+        let (supervisor_end, workers_end) = process::dispatch_pair().unwrap();
+        let system = actix_rt::System::new();
+        let state_at_claim = system.block_on(async {
+            let worker = DaemonActor::worker(WorkerSetup {
+                config: config(Daemon::builder().max_children(1)),
+                log,
+                board: board.clone(),
+                wake: Arc::new(Wake::new().unwrap()),
+                slot,
+                supervisor_pid: std::process::id(),
+                dispatch: Some(Arc::new(workers_end)),
+            })
+            .start();
+            worker.send(Shutdown).await.unwrap();
+            let payload = Payload::new().with_data(&"GET /").unwrap();
+            worker.send(Claimed(Some(payload))).await.unwrap();
+            board.state(slot)
+        });
+        assert_eq!(state_at_claim, SlotState::Exit, "not served: exiting");
+        let back = process::dispatch_recv(supervisor_end.as_raw_fd())
+            .expect("handed back")
+            .expect("a payload");
+        assert_eq!(back.data::<String>().unwrap(), "GET /");
     }
 }
