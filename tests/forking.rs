@@ -210,7 +210,19 @@ fn a_missing_workdir_is_an_error_before_anything_starts() {
 fn a_warm_worker_is_ready_before_the_request_and_serves_only_it() {
     // Default: one worker forked ahead, waiting (`.`) for a request.
     let d = Daemon::start("forking", &[]);
+    // Ready: its `.` is in the (verbose) log. A request that came while it
+    // was still starting could go to a worker forked meanwhile.
+    let wait_ready = |worker: i32| {
+        let pid = format!("role: worker, pid: {worker}");
+        let is_ready = |l: &str| l.contains("state, state: .,") && l.ends_with(&pid);
+        assert!(
+            wait_until(DEADLINE, || d.log_text().lines().any(is_ready)),
+            "worker {worker} never got ready\n{}",
+            d.report()
+        );
+    };
     let warm = d.wait_workers(1)[0];
+    wait_ready(warm);
     let mut c = d.conn();
     let pid: i32 = c.cmd("PID").parse().unwrap();
     assert_eq!(pid, warm, "the warm worker took the connection");
@@ -227,6 +239,7 @@ fn a_warm_worker_is_ready_before_the_request_and_serves_only_it() {
     assert!(wait_until(DEADLINE, || !exists(warm)), "{}", d.report());
     let next = d.wait_workers(1)[0];
     assert_ne!(next, warm);
+    wait_ready(next);
     let mut c = d.conn();
     assert_eq!(c.cmd("PID").parse::<i32>().unwrap(), next);
     c.done();
