@@ -141,7 +141,11 @@ struct CrashState {
 
 /// Spawn pacing: at most `rate` forks per 100 ms; the rate starts at
 /// `PACE_START`, doubles every window in which the pool was still short, up
-/// to the configured cap, and halves back in windows that were not.
+/// to the configured cap, and halves back in windows that used less than
+/// half of it (and in every window without a fork). A steady demand keeps
+/// its rate: halving after every window that merely did not run out made
+/// a pool recycling 100 workers per 100 ms alternate between 128 and 64,
+/// and wait for the next window every other one.
 struct Pacer {
     window_start: Instant,
     used: usize,
@@ -168,14 +172,16 @@ impl Pacer {
     fn allow(&mut self, now: Instant, cap: usize) -> Result<(), Instant> {
         let elapsed = now.duration_since(self.window_start);
         if elapsed >= PACE_WINDOW {
-            // Double after a short window that is just over; halve once for
-            // every window in which no fork had to wait.
+            // The window just over: double if a fork had to wait, halve if
+            // it used less than half the rate. Then halve once for every
+            // later window, in which no fork was asked for.
             let windows = (elapsed.as_nanos() / PACE_WINDOW.as_nanos()).min(16) as u32;
-            let quiet = if self.short { windows - 1 } else { windows };
             if self.short {
                 self.rate = (self.rate * 2).min(cap);
+            } else if self.used * 2 < self.rate {
+                self.rate /= 2;
             }
-            self.rate = (self.rate >> quiet).max(PACE_START).min(cap);
+            self.rate = (self.rate >> (windows - 1)).max(PACE_START).min(cap);
             self.window_start = now;
             self.used = 0;
             self.short = false;
@@ -2254,7 +2260,25 @@ mod tests {
         assert_eq!(quiet.rate, 16, "doubled after a short window");
         let calm = next + PACE_WINDOW;
         assert!(quiet.allow(calm, 128).is_ok());
-        assert_eq!(quiet.rate, 8, "halved after a window that was not short");
+        assert_eq!(quiet.rate, 8, "halved after a window that used little");
+        // A steady demand near the rate keeps it: 100 forks per window at
+        // a rate of 128 never wait, window after window.
+        let mut steady = Pacer::new();
+        steady.rate = 128;
+        let t = steady.window_start;
+        for n in 0..10u32 {
+            for i in 0..100 {
+                assert!(
+                    steady.allow(t + PACE_WINDOW * n, 128).is_ok(),
+                    "fork {i} of window {n} had to wait at rate {}",
+                    steady.rate
+                );
+            }
+        }
+        assert_eq!(steady.rate, 128);
+        // Idle for half a second: back down, one halving per quiet window.
+        assert!(steady.allow(t + PACE_WINDOW * 15, 128).is_ok());
+        assert_eq!(steady.rate, 8);
     }
 
     #[test]
