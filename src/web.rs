@@ -19,7 +19,9 @@
 //!   [`UpdateStatus::Wait`]: only then does the pool count it as a spare.
 //! - **Requests**: the [`Reporter`] middleware, wrapped around the
 //!   application by [`Server`], marks the process `r` while at least one
-//!   request is in flight and `w` once none has been for a moment (5 ms). A
+//!   request is in flight and `w` once none has been in flight or ended
+//!   for a moment (5 ms), so that it does not flip between back-to-back
+//!   requests. A
 //!   request lasts until its response body has been sent (or the client
 //!   went away). Every finished request is counted in the scoreboard (in
 //!   batches, at most 5 ms late, and never past the worker's quota), so the
@@ -411,6 +413,9 @@ struct TrackState {
     pending: u64,
     /// A flush of `pending` is scheduled.
     flush_scheduled: bool,
+    /// When the last request ended: the worker shows `w` only once none
+    /// has ended (and none is in flight) for `FLUSH_AFTER`.
+    last_end: Option<Instant>,
     /// The server is listening and `Wait` was sent.
     ready: bool,
     /// Shutting down: nothing more is reported, responses close.
@@ -503,6 +508,7 @@ impl Tracker {
         if long {
             s.long = s.long.saturating_sub(1);
         }
+        s.last_end = Some(Instant::now());
         if !s.open {
             if s.draining && s.ready {
                 // A request a draining worker still answered (on a
@@ -527,8 +533,38 @@ impl Tracker {
         }
     }
 
-    /// Tells the daemon the requests that ended meanwhile.
-    fn flush(&self) {
+    /// Tells the daemon the requests that ended meanwhile (the scheduled
+    /// flush, `FLUSH_AFTER` after an end). Returns when to look again:
+    /// with nothing in flight but a request ended less than `FLUSH_AFTER`
+    /// ago, the worker is between requests rather than idle, so it counts
+    /// all but one of them (kept for the `Done` that will end the busy
+    /// period) and stays `r`. Under steady load a worker then never flips
+    /// to `w` and back, and never wakes the supervisor.
+    fn flush(&self, now: Instant) -> Option<Duration> {
+        let mut s = self.lock();
+        if s.in_flight == 0 && s.open && !s.draining && s.pending > 0 {
+            let idle = s
+                .last_end
+                .map_or(FLUSH_AFTER, |t| now.saturating_duration_since(t));
+            if idle < FLUSH_AFTER {
+                // The limit cannot be reached here: `end` flushes at once
+                // when it is.
+                if s.pending > 1 {
+                    let n = s.pending - 1;
+                    self.sink.send(Note::Served(n));
+                    s.served += n;
+                    s.pending = 1;
+                }
+                return Some(FLUSH_AFTER - idle);
+            }
+        }
+        s.flush_scheduled = false;
+        self.flush_locked(&mut s);
+        None
+    }
+
+    /// Tells the daemon everything pending, whatever the time.
+    fn flush_all(&self) {
         let mut s = self.lock();
         s.flush_scheduled = false;
         self.flush_locked(&mut s);
@@ -655,13 +691,19 @@ impl Drop for RequestGuard {
         if self.tracker.end(self.long.0.get()) {
             let tracker = self.tracker.clone();
             let flush = async move {
-                actix_rt::time::sleep(FLUSH_AFTER).await;
-                tracker.flush();
+                let mut wait = FLUSH_AFTER;
+                loop {
+                    actix_rt::time::sleep(wait).await;
+                    match tracker.flush(Instant::now()) {
+                        Some(again) => wait = again,
+                        None => break,
+                    }
+                }
             };
             // Outside an arbiter (a runtime being torn down), flush now.
             let spawned = Arbiter::try_current().is_some_and(|arbiter| arbiter.spawn(flush));
             if !spawned {
-                self.tracker.flush();
+                self.tracker.flush_all();
             }
         }
     }
@@ -676,9 +718,10 @@ impl Drop for RequestGuard {
 /// A request is in flight from the moment it reaches the middleware until
 /// its response body is sent (or dropped, when the client goes away); the
 /// process is `r` (or `l`, see [`mark_long`]) while any request is in flight
-/// and `w` once none has been for 5 ms. Every finished request is counted in
-/// the scoreboard and toward the daemon's `requests` limit: each is one
-/// [`UpdateStatus::Done`], sent in batches (see the module documentation).
+/// and `w` once none has been in flight or ended for 5 ms. Every finished
+/// request is counted in the scoreboard and toward the daemon's `requests`
+/// limit, in batches: [`UpdateStatus::Served`] while the worker stays busy,
+/// [`UpdateStatus::Done`] for the last one of a busy period.
 /// Once the worker is shutting down, responses carry `Connection: close`.
 /// Responses have a [`BoxBody`] inside [`ReportedBody`]. Its cost is a few
 /// hundred nanoseconds per request (`benches/web.rs`).
@@ -1160,6 +1203,15 @@ mod tests {
         (Tracker::new(Sink::Record(notes.clone()), limit), notes)
     }
 
+    /// The scheduled flush, once the moment after the last end has passed.
+    fn flush(t: &Tracker) {
+        let later = t
+            .lock()
+            .last_end
+            .map_or_else(Instant::now, |e| e + FLUSH_AFTER);
+        assert_eq!(t.flush(later), None, "a flush after the moment is final");
+    }
+
     fn take(notes: &Mutex<Vec<Note>>) -> Vec<Note> {
         std::mem::take(&mut *notes.lock().unwrap())
     }
@@ -1184,11 +1236,11 @@ mod tests {
         t.start();
         assert!(t.end(false), "a flush is scheduled");
         assert_eq!(take(&notes), [Wait, Req]);
-        t.flush();
+        flush(&t);
         assert_eq!(take(&notes), [Done]);
         t.start();
         assert!(t.end(false));
-        t.flush();
+        flush(&t);
         assert_eq!(take(&notes), [Req, Done]);
         assert_eq!(t.lock().served, 2);
     }
@@ -1204,7 +1256,7 @@ mod tests {
             t.end(false);
         }
         assert_eq!(take(&notes), [Req], "busy until the flush");
-        t.flush();
+        flush(&t);
         assert_eq!(take(&notes), [Served(2), Done]);
         assert_eq!(t.lock().served, 3);
     }
@@ -1222,19 +1274,48 @@ mod tests {
         assert!(t.end(false), "the first end schedules a flush");
         assert!(!t.end(false), "one flush at a time");
         assert_eq!(take(&notes), [], "batched");
-        t.flush();
+        flush(&t);
         // Counted; one is still in flight, so the slot stays r: no Done,
         // no Req, no state change.
         assert_eq!(take(&notes), [Served(2)]);
         t.start();
         assert!(t.end(false));
         t.end(false);
-        t.flush();
+        flush(&t);
         assert_eq!(take(&notes), [Served(1), Done]);
-        t.flush();
+        flush(&t);
         assert_eq!(take(&notes), [], "nothing left to flush");
         assert_eq!(t.lock().served, 4);
         assert_eq!(t.lock().in_flight, 0);
+    }
+
+    #[test]
+    fn a_worker_between_requests_stays_r_until_idle_for_a_moment() {
+        use Note::*;
+        let (t, notes) = tracker(None);
+        t.ready();
+        take(&notes);
+        for _ in 0..3 {
+            t.start();
+            t.end(false);
+        }
+        // The scheduled flush comes while the last request ended just now:
+        // counted but one, still `r`, look again when the moment is over.
+        let ended = t.lock().last_end.unwrap();
+        let again = t.flush(ended + FLUSH_AFTER / 2);
+        assert_eq!(again, Some(FLUSH_AFTER / 2));
+        assert_eq!(take(&notes), [Req, Served(2)]);
+        // Another request meanwhile: still between requests.
+        t.start();
+        t.end(false);
+        let ended = t.lock().last_end.unwrap();
+        assert!(t.flush(ended + FLUSH_AFTER / 4).is_some());
+        assert_eq!(take(&notes), [Served(1)]);
+        // Quiet for the whole moment: the busy period ends with the one
+        // held back.
+        assert_eq!(t.flush(ended + FLUSH_AFTER), None);
+        assert_eq!(take(&notes), [Done]);
+        assert_eq!(t.lock().served, 4);
     }
 
     #[test]
@@ -1245,7 +1326,7 @@ mod tests {
         assert_eq!(take(&notes), []);
         t.ready();
         t.end(false);
-        t.flush();
+        flush(&t);
         assert_eq!(take(&notes), [Wait, Req, Done]);
     }
 
@@ -1261,10 +1342,10 @@ mod tests {
         assert_eq!(take(&notes), [Req, Long]);
         // The short one ends: the long one keeps the process in l.
         t.end(false);
-        t.flush();
+        flush(&t);
         assert_eq!(take(&notes), [Served(1)]);
         t.end(true);
-        t.flush();
+        flush(&t);
         assert_eq!(take(&notes), [Done]);
         assert_eq!(t.lock().long, 0);
         // The long one ends first: back to r while the short one runs.
@@ -1273,10 +1354,10 @@ mod tests {
         t.start();
         assert_eq!(take(&notes), [Req, Long]);
         t.end(true);
-        t.flush();
+        flush(&t);
         assert_eq!(take(&notes), [Served(1), Req]);
         t.end(false);
-        t.flush();
+        flush(&t);
         assert_eq!(take(&notes), [Done]);
     }
 
@@ -1303,7 +1384,7 @@ mod tests {
         // One answered while draining is counted, as the worker exits.
         t.start();
         t.end(false);
-        t.flush();
+        flush(&t);
         assert_eq!(take(&notes), [Served(1)]);
         assert_eq!(t.lock().served, 5);
     }
@@ -1335,7 +1416,7 @@ mod tests {
         assert!(t.end(false));
         t.drain();
         t.ready();
-        t.flush();
+        flush(&t);
         assert_eq!(
             take(&notes),
             [Req, Served(1)],
@@ -1363,7 +1444,7 @@ mod tests {
         assert!(t.end(false));
         t.drain();
         assert_eq!(take(&notes), [Wait, Req, Done]);
-        t.flush();
+        flush(&t);
         assert_eq!(take(&notes), []);
     }
 
@@ -1386,14 +1467,14 @@ mod tests {
                         t.end(false);
                         ended += 1;
                     }
-                    _ => t.flush(),
+                    _ => flush(&t),
                 }
             }
             while t.lock().in_flight > 0 {
                 t.end(false);
                 ended += 1;
             }
-            t.flush();
+            flush(&t);
             let notes = take(&notes);
             assert_eq!(counted(&notes), ended, "{notes:?}");
             assert_eq!(
