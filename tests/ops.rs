@@ -179,18 +179,22 @@ fn a_non_root_daemon_may_name_itself_but_not_another_user() {
         assert_eq!(uid_of(*w), nobody.uid.as_raw(), "worker {w}");
     }
     drop(d);
-    // Another user: refused before anything starts.
+    // Another user: refused before anything starts. In the foreground, so
+    // that a daemon started by mistake cannot detach: it is killed at the
+    // deadline (its workers die with it).
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = std::process::Command::new(support::example("preforking"));
-    cmd.args(["0", "--user", "root"])
+    cmd.args(["0", "--foreground", "--user", "root"])
         .current_dir(dir.path())
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
     as_nobody(&mut cmd, dir.path());
-    let out = cmd.output().expect("run the example");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    let mut child = cmd.spawn().expect("run the example");
+    let status = support::wait_child(&mut child, DEADLINE);
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_ne!(status.code(), Some(0), "{stderr}");
     assert!(
         stderr.contains("user and group can only be changed when started as root"),
         "{stderr}"
