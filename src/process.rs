@@ -773,12 +773,10 @@ fn owned_rights(msg: &nix::sys::socket::RecvMsg<'_, '_, ()>) -> Vec<OwnedFd> {
     if let Ok(cmsgs) = msg.cmsgs() {
         for c in cmsgs {
             if let ControlMessageOwned::ScmRights(raw) = c {
-                // SAFETY: SCM_RIGHTS gave this process new descriptors that
-                // nothing else owns.
-                fds.extend(
-                    raw.into_iter()
-                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-                );
+                for fd in raw {
+                    // SAFETY: SCM_RIGHTS gave this process a new descriptor.
+                    fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+                }
             }
         }
     }
