@@ -52,6 +52,18 @@
 //!    (`Private_Clean + Private_Dirty`) and proportional (`Pss`) memory from
 //!    `/proc/PID/smaps_rollup`, in the 1,000-worker pool and in the idle
 //!    seed pools of section 1.
+//! 5. actix-web prefork vs threads (with the `web` feature, on by default;
+//!    without it the section is skipped with a note). The bench builds the
+//!    `web` bench (`cargo bench --bench web --no-run`, same cargo, same
+//!    target directory), runs it with `ACTIX_DAEMON_BENCH_WEB_QUICK=1`
+//!    (fewer rounds, about a minute in all) under a deadline, and reads the
+//!    `target/bench/web.json` it writes: the best req/s of an actix-daemon
+//!    pool of 2 workers running actix-web against actix-web's `HttpServer`
+//!    with 2 threads, keep-alive and close (target: at least 0.95), the
+//!    median ratio per round, the pool without the scoreboard middleware,
+//!    server CPU per request, and the middleware's cost per request (target:
+//!    under 1 us). See `benches/web.rs`; its own output goes to
+//!    `target/bench/processes-logs/web-bench.*`.
 //!
 //! The header gives the share of the machine's CPU that other processes
 //! used during each section (from `/proc/stat` minus this bench's own
@@ -115,6 +127,8 @@ const SCALE_DEADLINE: Duration = Duration::from_secs(30);
 const IDLE_WINDOW: Duration = Duration::from_secs(5);
 /// Workers of the scale pool whose memory is read.
 const MEMORY_SAMPLE: usize = 50;
+/// How long the quick run of the web bench may take.
+const WEB_DEADLINE: Duration = Duration::from_secs(240);
 
 fn main() -> ExitCode {
     match std::env::var(ROLE_ENV).as_deref() {
@@ -1460,6 +1474,179 @@ mod bench {
         Ok(sc)
     }
 
+    // -- section 5: actix-web prefork vs threads ----------------------------------
+
+    /// What the web bench wrote to `web.json`, and where it ran from.
+    struct Web {
+        exe: PathBuf,
+        seconds: f64,
+        json: Value,
+    }
+
+    /// Runs `cmd` with stdout and stderr to files, under `deadline`
+    /// (killed if it overruns).
+    fn run_logged(
+        mut cmd: Command,
+        stdout: &Path,
+        stderr: &Path,
+        deadline: Duration,
+    ) -> Result<(), String> {
+        let out =
+            std::fs::File::create(stdout).map_err(|e| format!("{}: {e}", stdout.display()))?;
+        let err =
+            std::fs::File::create(stderr).map_err(|e| format!("{}: {e}", stderr.display()))?;
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("spawn: {e}"))?;
+        match wait_deadline(&mut child, deadline) {
+            Some(status) if status.success() => Ok(()),
+            Some(status) => Err(format!("exited with {status}; see {}", stderr.display())),
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(format!(
+                    "took over {deadline:?}, killed; see {}",
+                    stderr.display()
+                ))
+            }
+        }
+    }
+
+    /// Builds the `web` bench with the cargo running this bench and returns
+    /// its executable (from cargo's JSON messages).
+    fn build_web(target_dir: &Path, log_dir: &Path) -> Result<PathBuf, String> {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+        let mut cmd = Command::new(cargo);
+        cmd.args([
+            "bench",
+            "--quiet",
+            "--bench",
+            "web",
+            "--no-run",
+            "--message-format=json",
+        ])
+        .arg("--target-dir")
+        .arg(target_dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+        let messages = log_dir.join("cargo-build-web.json");
+        let build_log = log_dir.join("cargo-build-web.log");
+        run_logged(cmd, &messages, &build_log, BUILD_DEADLINE)
+            .map_err(|e| format!("`cargo bench --bench web --no-run`: {e}"))?;
+        let text = std::fs::read_to_string(&messages)
+            .map_err(|e| format!("{}: {e}", messages.display()))?;
+        text.lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|m| {
+                m["reason"] == "compiler-artifact"
+                    && m["target"]["name"] == "web"
+                    && m["target"]["kind"]
+                        .as_array()
+                        .is_some_and(|k| k.iter().any(|k| k == "bench"))
+            })
+            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+            .ok_or_else(|| format!("no executable for the web bench in {}", messages.display()))
+    }
+
+    fn web(target_dir: &Path, log_dir: &Path) -> Result<Web, String> {
+        if !cfg!(feature = "web") {
+            return Err("built without the `web` feature; skipped".to_owned());
+        }
+        let exe = build_web(target_dir, log_dir)?;
+        let json_path = target_dir.join("bench").join("web.json");
+        let _ = std::fs::remove_file(&json_path);
+        let mut cmd = Command::new(&exe);
+        cmd.env_remove(ROLE_ENV)
+            .env("ACTIX_DAEMON_BENCH_WEB_QUICK", "1")
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        let t = Instant::now();
+        run_logged(
+            cmd,
+            &log_dir.join("web-bench.stdout"),
+            &log_dir.join("web-bench.stderr"),
+            WEB_DEADLINE,
+        )
+        .map_err(|e| format!("web bench: {e}"))?;
+        let seconds = t.elapsed().as_secs_f64();
+        let text = std::fs::read_to_string(&json_path)
+            .map_err(|e| format!("{}: {e}", json_path.display()))?;
+        let json: Value =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", json_path.display()))?;
+        Ok(Web { exe, seconds, json })
+    }
+
+    fn web_rows(out: &mut Vec<Row>, web: &Web) {
+        let j = &web.json;
+        let n = j["n"].as_u64().unwrap_or(0);
+        let s = format!(
+            "actix-web prefork ({n} processes x 1 thread) vs threads ({n} threads), {} conns, {} rounds",
+            j["connections"], j["rounds"]
+        );
+        let num = |v: &Value| v.as_f64();
+        for m in j["modes"].as_array().map(Vec::as_slice).unwrap_or_default() {
+            let mode = m["mode"].as_str().unwrap_or("?");
+            let (t, p) = (num(&m["threads_rps_best"]), num(&m["prefork_rps_best"]));
+            let r = num(&m["ratio_of_best"]);
+            let plain = num(&m["prefork_plain_rps_best"]);
+            out.push(
+                row(&s, format!("{mode}: req/s, best round"), f(p, 0))
+                    .reference(format!("{} (threads)", f(t, 0)))
+                    .ratio(r)
+                    .target(">= 0.95", Some(r.is_some_and(|r| r >= 0.95))),
+            );
+            out.push(
+                row(
+                    &s,
+                    format!("{mode}: failed requests (ratio: median of the rounds')"),
+                    m["failed_requests"].to_string(),
+                )
+                .ratio(num(&m["median_ratio_per_round"])),
+            );
+            out.push(
+                row(
+                    &s,
+                    format!("{mode}: prefork without the middleware, req/s, best round"),
+                    f(plain, 0),
+                )
+                .reference(format!("{} (threads)", f(t, 0)))
+                .ratio(plain.zip(t).and_then(|(p, t)| (t > 0.0).then(|| p / t))),
+            );
+            let cpu = &m["cpu_us_per_request"];
+            let (tc, pc) = (num(&cpu["threads"]), num(&cpu["prefork"]));
+            out.push(
+                row(
+                    &s,
+                    format!("{mode}: server CPU per request, us (supervisor + workers)"),
+                    format!(
+                        "{} ({} + {})",
+                        f(pc, 1),
+                        f(num(&cpu["prefork_supervisor"]), 1),
+                        f(num(&cpu["prefork_workers"]), 1)
+                    ),
+                )
+                .reference(format!("{} (threads)", f(tc, 1)))
+                .ratio(tc.zip(pc).and_then(|(t, p)| (p > 0.0).then(|| t / p))),
+            );
+        }
+        let mw = &j["middleware"];
+        let cost = num(&mw["cost_ns"]);
+        out.push(
+            row(
+                &s,
+                "scoreboard middleware cost per request, ns (without / with)",
+                format!(
+                    "{} ({} / {})",
+                    f(cost, 0),
+                    f(num(&mw["without_ns"]), 0),
+                    f(num(&mw["with_ns"]), 0)
+                ),
+            )
+            .target("< 1 us", Some(cost.is_some_and(|c| c < 1000.0))),
+        );
+    }
+
     // -- the report -------------------------------------------------------------
 
     /// One row of the table (and of the JSON's `rows`).
@@ -1512,7 +1699,12 @@ mod bench {
         }
     }
 
-    fn rows(tp: Option<&Throughput>, sr: Option<&SpawnReady>, sc: Option<&Scale>) -> Vec<Row> {
+    fn rows(
+        tp: Option<&Throughput>,
+        sr: Option<&SpawnReady>,
+        sc: Option<&Scale>,
+        web: Option<&Web>,
+    ) -> Vec<Row> {
         let mut out = Vec::new();
         if let Some(tp) = tp {
             for (si, section, goal) in [
@@ -1774,6 +1966,9 @@ mod bench {
                 false,
             );
         }
+        if let Some(web) = web {
+            web_rows(&mut out, web);
+        }
         out
     }
 
@@ -1937,6 +2132,12 @@ mod bench {
             .map_err(|e| notes.push(format!("scale section failed: {e}")))
             .ok();
         noise.push(("scale", busy.others_since(cpus)));
+        eprintln!("processes bench: actix-web prefork vs threads (the web bench, quick) ...");
+        let busy = Busy::now();
+        let web = web(&target_dir, &log_dir)
+            .map_err(|e| notes.push(format!("actix-web prefork vs threads section failed: {e}")))
+            .ok();
+        noise.push(("web", busy.others_since(cpus)));
 
         let leftovers = kill_descendants();
         if !leftovers.is_empty() {
@@ -1977,7 +2178,7 @@ mod bench {
                 .collect::<Vec<_>>()
                 .join(" ")
         );
-        let table = rows(tp.as_ref(), sr.as_ref(), sc.as_ref());
+        let table = rows(tp.as_ref(), sr.as_ref(), sc.as_ref(), web.as_ref());
         print!("{}", render(&table, &header, &notes));
 
         let json = json!({
@@ -2038,6 +2239,12 @@ mod bench {
                 "memory": sc.memory.to_json(),
                 "stop": sc.stop,
                 "stop_ms": sc.stop_ms,
+            })),
+            "web": web.as_ref().map(|w| json!({
+                "executable": w.exe.display().to_string(),
+                "seconds": w.seconds,
+                "quick": true,
+                "results": w.json,
             })),
             "leftover_processes": leftovers,
             "log_problem_lines": log_lines,

@@ -35,7 +35,15 @@
 //! request and the actor handling them on the same thread.
 //!
 //! Logs go to `target/bench/web-logs/`. Servers get `PR_SET_PDEATHSIG`, so
-//! they go away with the bench.
+//! they go away with the bench. Besides the tables it prints, the bench
+//! writes its numbers to `target/bench/web.json` (per connection mode: each
+//! server's best req/s, the ratios, failed requests, server CPU per request;
+//! the middleware's cost), which `cargo bench --bench processes` reads for
+//! its "actix-web prefork vs threads" section.
+//!
+//! `ACTIX_DAEMON_BENCH_WEB_QUICK=1` runs `QUICK_ROUNDS` rounds instead of
+//! `ROUNDS` (about half a minute of throughput cells instead of a minute);
+//! the `processes` runner sets it.
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
@@ -64,6 +72,10 @@ const CELL: Duration = Duration::from_millis(1500);
 const CELL_CAP: u64 = 2_000_000;
 /// Rounds, alternating the order of the servers.
 const ROUNDS: usize = 5;
+/// Rounds with `QUICK_ENV` set (still enough for a median per round).
+const QUICK_ROUNDS: usize = 3;
+/// Set to `1` for `QUICK_ROUNDS`.
+const QUICK_ENV: &str = "ACTIX_DAEMON_BENCH_WEB_QUICK";
 /// Pause between cells.
 const SETTLE: Duration = Duration::from_millis(300);
 /// Client I/O timeout.
@@ -552,6 +564,8 @@ fn bench() -> Result<(), String> {
     let logs = target.join("bench").join("web-logs");
     std::fs::create_dir_all(&logs).map_err(|err| format!("{}: {err}", logs.display()))?;
 
+    let quick = std::env::var(QUICK_ENV).is_ok_and(|v| v == "1");
+    let rounds = if quick { QUICK_ROUNDS } else { ROUNDS };
     println!("middleware: {MW_ROUNDS} rounds of {MW_CALLS} calls on actix-web's test service");
     let (plain, wrapped) = middleware_cost();
     let cost = wrapped - plain;
@@ -564,8 +578,9 @@ fn bench() -> Result<(), String> {
     ];
     let k = servers.len();
     println!(
-        "throughput: N = {N}; {CONNECTIONS} connections from one client thread; {ROUNDS} rounds x {:.1} s per cell",
-        CELL.as_secs_f64()
+        "throughput: N = {N}; {CONNECTIONS} connections from one client thread; {rounds} rounds x {:.1} s per cell{}",
+        CELL.as_secs_f64(),
+        if quick { " (quick)" } else { "" }
     );
     let modes = [Mode::KeepAlive, Mode::Close];
     // best[mode][server]: best requests/s; ratios[mode][server]: server /
@@ -574,8 +589,8 @@ fn bench() -> Result<(), String> {
     let mut ratios = vec![vec![Vec::new(); k]; modes.len()];
     // cpu[mode][server]: (main process, its children, requests)
     let mut cpu = vec![vec![(0.0f64, 0.0f64, 0u64); k]; modes.len()];
-    let mut failed = 0u64;
-    for round in 0..ROUNDS {
+    let mut failed = vec![0u64; modes.len()];
+    for round in 0..rounds {
         for (m, &mode) in modes.iter().enumerate() {
             let mut rps_of = vec![0.0; k];
             // A different order every round.
@@ -597,7 +612,7 @@ fn bench() -> Result<(), String> {
                 );
                 rps_of[s] = rps;
                 best[m][s] = best[m][s].max(rps);
-                failed += bad;
+                failed[m] += bad;
                 std::thread::sleep(SETTLE);
             }
             for s in 1..k {
@@ -630,7 +645,8 @@ fn bench() -> Result<(), String> {
             median(&ratios[m][2]),
         );
     }
-    println!("failed requests: {failed}");
+    let failed_total: u64 = failed.iter().sum();
+    println!("failed requests: {failed_total}");
     println!();
     println!(
         "middleware: {plain:.0} ns per request without, {wrapped:.0} ns with: {cost:.0} ns per request (target < 1000 ns)"
@@ -645,11 +661,11 @@ fn bench() -> Result<(), String> {
         "| connection | server CPU per request: actix-web | prefork (supervisor + workers) | ratio | prefork without reporting |"
     );
     println!("|---|---:|---:|---:|---:|");
+    let per = |(main, children, n): (f64, f64, u64)| {
+        let n = n.max(1) as f64;
+        (main * 1e6 / n, children * 1e6 / n)
+    };
     for (m, mode) in modes.iter().enumerate() {
-        let per = |(main, children, n): (f64, f64, u64)| {
-            let n = n.max(1) as f64;
-            (main * 1e6 / n, children * 1e6 / n)
-        };
         let t = per(cpu[m][0]);
         let p = per(cpu[m][1]);
         let q = per(cpu[m][2]);
@@ -666,12 +682,71 @@ fn bench() -> Result<(), String> {
             q.1
         );
     }
-    if let Some(line) = status
+    let scoreboard = status
         .lines()
         .find(|l| l.trim_start().starts_with("Requests "))
-    {
-        println!("prefork scoreboard at the end: {}", line.trim());
+        .map(str::trim);
+    if let Some(line) = scoreboard {
+        println!("prefork scoreboard at the end: {line}");
     }
     println!("logs: {}", logs.display());
+
+    let by_mode: Vec<serde_json::Value> = modes
+        .iter()
+        .enumerate()
+        .map(|(m, mode)| {
+            let (t, p, plain) = (best[m][0], best[m][1], best[m][2]);
+            let (tc, pc, qc) = (per(cpu[m][0]), per(cpu[m][1]), per(cpu[m][2]));
+            serde_json::json!({
+                "mode": mode.name(),
+                "threads_rps_best": t,
+                "prefork_rps_best": p,
+                "ratio_of_best": p / t,
+                "median_ratio_per_round": median(&ratios[m][1]),
+                "ratios_per_round": ratios[m][1],
+                "prefork_plain_rps_best": plain,
+                "prefork_plain_median_ratio": median(&ratios[m][2]),
+                "failed_requests": failed[m],
+                "cpu_us_per_request": {
+                    "threads": tc.0,
+                    "prefork": pc.0 + pc.1,
+                    "prefork_supervisor": pc.0,
+                    "prefork_workers": pc.1,
+                    "prefork_plain": qc.0 + qc.1,
+                },
+            })
+        })
+        .collect();
+    let json = serde_json::json!({
+        "bench": "web",
+        "n": N,
+        "connections": CONNECTIONS,
+        "rounds": rounds,
+        "quick": quick,
+        "cell_seconds": CELL.as_secs_f64(),
+        "modes": by_mode,
+        "failed_requests": failed_total,
+        "middleware": {
+            "calls": MW_CALLS,
+            "rounds": MW_ROUNDS,
+            "without_ns": plain,
+            "with_ns": wrapped,
+            "cost_ns": cost,
+        },
+        "targets": {
+            "ratio_min": 0.95,
+            "ratio_met": worst >= 0.95,
+            "middleware_ns_max": 1000,
+            "middleware_met": cost < 1000.0,
+        },
+        "scoreboard_at_end": scoreboard,
+    });
+    let path = target.join("bench").join("web.json");
+    std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&json).expect("JSON") + "\n",
+    )
+    .map_err(|err| format!("{}: {err}", path.display()))?;
+    println!("numbers written to {}", path.display());
     Ok(())
 }
