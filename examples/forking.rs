@@ -2,10 +2,12 @@
 //!
 //! A line-based TCP server (the protocol of `EXAMPLES-PROTOCOL.md`): the
 //! supervisor accepts, and hands each connection to the daemon with
-//! `UpdateStatus::Req`; the daemon forks a worker (through the spawner) that
-//! receives the connection in `DaemonSignal::Child(Some(payload))`, serves
-//! it, and exits after `DONE`. At max_children the acceptor gets `Pause`, and
-//! waiting connections stay in the listen queue until a worker ends.
+//! `UpdateStatus::Req`; the daemon gives it to a worker of its own (one
+//! forked ahead and waiting, `--warm-workers N`, default 1; or one forked for
+//! it) that receives the connection in `DaemonSignal::Child(Some(payload))`,
+//! serves it, and exits after `DONE`. When no worker could take another
+//! connection the acceptor gets `Pause`, and waiting connections stay in the
+//! listen queue until a worker ends.
 //!
 //! Defaults: fork per connection, max_children 3, verbose, detached,
 //! logging to `forking.log` in the directory it was started from.

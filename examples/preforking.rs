@@ -20,10 +20,13 @@
 //!
 //! Flags after the port: `--foreground`, `--logfile PATH`,
 //! `--start-children N`, `--min-spare N`, `--max-spare N`, `--max-children
-//! N`, `--requests N` (0: unlimited), `--babysit SECS`, `--shutdown-timeout
-//! SECS`, `--workdir DIR` (of the detached daemon), `--ignore-pause` (fork per
-//! request: keep accepting at max_children, to exercise the daemon's queue). A bad flag or value prints an error and exits with status 2 before
-//! anything starts.
+//! N`, `--requests N` (0: unlimited), `--requests-jitter N`, `--warm-workers
+//! N` (fork per request), `--babysit SECS`, `--shutdown-timeout SECS`,
+//! `--workdir DIR` (of the detached daemon), `--ignore-pause` (fork per
+//! request: keep accepting at max_children, to exercise the daemon's queue),
+//! and the babysitter's limits, the operations and the fault injections the
+//! usage line lists (run with `--help`). A bad flag or value prints an error
+//! and exits with status 2 before anything starts.
 //!
 //! Under systemd it takes its listener from socket activation (`LISTEN_FDS`)
 //! if there is one, and speaks the notify protocol when `NOTIFY_SOCKET` is
