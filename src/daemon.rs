@@ -2227,6 +2227,25 @@ mod tests {
         Arc::new(builder.build().unwrap().config().clone())
     }
 
+    /// A worker's actor over `board`'s `slot`, in this test process.
+    fn test_worker(
+        builder: crate::DaemonBuilder,
+        log: &Logger,
+        board: &Scoreboard,
+        slot: SlotId,
+        dispatch: Option<OwnedFd>,
+    ) -> DaemonActor {
+        DaemonActor::worker(WorkerSetup {
+            config: config(builder),
+            log: log.clone(),
+            board: board.clone(),
+            wake: Arc::new(Wake::new().unwrap()),
+            slot,
+            supervisor_pid: std::process::id(),
+            dispatch: dispatch.map(Arc::new),
+        })
+    }
+
     #[test]
     fn refills_are_paced_a_growing_number_per_window_up_to_the_cap() {
         let mut pacer = Pacer::new();
@@ -2305,15 +2324,13 @@ mod tests {
             board.allocate();
             board.allocate();
             board.set_state(slot, SlotState::Starting);
-            let worker = DaemonActor::worker(WorkerSetup {
-                config: config(Daemon::builder().start_children(1)),
-                log: log.clone(),
-                board: board.clone(),
-                wake: Arc::new(Wake::new().unwrap()),
+            let worker = test_worker(
+                Daemon::builder().start_children(1),
+                &log,
+                &board,
                 slot,
-                supervisor_pid: std::process::id(),
-                dispatch: None,
-            })
+                None,
+            )
             .start();
             let before = board.snapshots();
             sup.send(UpdateStatus::Wait).await.unwrap();
@@ -2368,15 +2385,13 @@ mod tests {
         board.set_state(slot, SlotState::Starting);
         let system = actix_rt::System::new();
         let seen = system.block_on(async {
-            let worker = DaemonActor::worker(WorkerSetup {
-                config: config(Daemon::builder().start_children(1).requests(4)),
-                log: log.clone(),
-                board: board.clone(),
-                wake: Arc::new(Wake::new().unwrap()),
+            let worker = test_worker(
+                Daemon::builder().start_children(1).requests(4),
+                &log,
+                &board,
                 slot,
-                supervisor_pid: std::process::id(),
-                dispatch: None,
-            })
+                None,
+            )
             .start();
             let mut seen = Vec::new();
             let step = |update: UpdateStatus| {
@@ -2429,15 +2444,13 @@ mod tests {
         let (supervisor_end, workers_end) = process::dispatch_pair().unwrap();
         let system = actix_rt::System::new();
         let state_at_claim = system.block_on(async {
-            let worker = DaemonActor::worker(WorkerSetup {
-                config: config(Daemon::builder().max_children(1)),
-                log,
-                board: board.clone(),
-                wake: Arc::new(Wake::new().unwrap()),
+            let worker = test_worker(
+                Daemon::builder().max_children(1),
+                &log,
+                &board,
                 slot,
-                supervisor_pid: std::process::id(),
-                dispatch: Some(Arc::new(workers_end)),
-            })
+                Some(workers_end),
+            )
             .start();
             worker.send(Shutdown).await.unwrap();
             let payload = Payload::new().with_data(&"GET /").unwrap();

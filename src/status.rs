@@ -63,7 +63,8 @@ pub struct StatusReport {
     pub slots: Vec<SlotSnapshot>,
     /// Pool counters.
     pub counters: Counters,
-    /// Supervisor: fork-per-request requests waiting for a free slot.
+    /// Supervisor: fork-per-request requests not yet taken by a worker (in
+    /// its queue, or handed to the workers' socket).
     pub queued_requests: Option<usize>,
     /// Supervisor: whether the acceptor is paused at `max_children`.
     pub paused: Option<bool>,

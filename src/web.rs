@@ -1142,7 +1142,7 @@ fn prometheus(report: &StatusReport) -> String {
         metric(
             "queued_requests",
             "gauge",
-            "Fork per request: requests waiting for a free slot.",
+            "Fork per request: requests waiting for a worker.",
             &one(queued as f64),
         );
     }
