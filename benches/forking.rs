@@ -38,8 +38,8 @@
 //! so that they go away if the bench dies. Logs go to
 //! `target/bench/forking-logs/`, numbers to `target/bench/forking.json`.
 
-use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::io::{self, Read};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -104,7 +104,7 @@ fn monotonic_ns() -> u64 {
 
 mod common;
 
-use common::{answer, bind_and_announce, reference};
+use common::{Conn, answer, bind_and_announce, reference};
 
 /// An actix-daemon fork-per-request server that measures the hand-off from
 /// the supervisor's `Req` to the worker's `Child`.
@@ -633,75 +633,10 @@ mod bench {
     }
 
     /// A connection read line by line.
-    struct Conn {
-        stream: TcpStream,
-        buf: Vec<u8>,
-    }
-
-    impl Conn {
-        /// The next line, with its line end.
-        fn line(&mut self) -> Result<String, String> {
-            loop {
-                if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
-                    let line: Vec<u8> = self.buf.drain(..=i).collect();
-                    return Ok(String::from_utf8_lossy(&line).into_owned());
-                }
-                if self.buf.len() > 4096 {
-                    return Err("line too long".to_owned());
-                }
-                let mut chunk = [0u8; 512];
-                match self.stream.read(&mut chunk) {
-                    Ok(0) => return Err("closed before a full line".to_owned()),
-                    Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                    Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                    Err(err) => return Err(format!("read: {}", err.kind())),
-                }
-            }
-        }
-
-        fn expect(&mut self, send: &str, want: &str) -> Result<(), String> {
-            self.stream
-                .write_all(send.as_bytes())
-                .map_err(|e| format!("write: {}", e.kind()))?;
-            let got = self.line()?;
-            if got == want {
-                Ok(())
-            } else {
-                Err(format!("sent {send:?}, wanted {want:?}, got {got:?}"))
-            }
-        }
-
-        /// Reads until the server closes the connection.
-        fn eof(&mut self) -> Result<(), String> {
-            if !self.buf.is_empty() {
-                return Err(format!("unexpected data {:?}", self.buf));
-            }
-            let mut chunk = [0u8; 64];
-            loop {
-                match self.stream.read(&mut chunk) {
-                    Ok(0) => return Ok(()),
-                    Ok(n) => return Err(format!("unexpected data {:?}", &chunk[..n])),
-                    Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                    Err(err) => return Err(format!("waiting for close: {}", err.kind())),
-                }
-            }
-        }
-    }
-
     /// One connection: `(latency, hand-off)` in nanoseconds.
     fn one_conn(addr: SocketAddr, greeting: bool) -> Result<(u64, Option<u64>), String> {
         let t0 = Instant::now();
-        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
-            .map_err(|e| format!("connect: {}", e.kind()))?;
-        stream
-            .set_read_timeout(Some(IO_TIMEOUT))
-            .and_then(|()| stream.set_write_timeout(Some(IO_TIMEOUT)))
-            .and_then(|()| stream.set_nodelay(true))
-            .map_err(|e| format!("setsockopt: {e}"))?;
-        let mut conn = Conn {
-            stream,
-            buf: Vec::with_capacity(64),
-        };
+        let mut conn = Conn::open(addr, IO_TIMEOUT)?;
         let handoff = if greeting {
             let line = conn.line()?;
             let ns = line

@@ -77,8 +77,8 @@
 //! `target/bench/processes.json`.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::io::{self, Read};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -150,7 +150,7 @@ fn main() -> ExitCode {
 
 mod common;
 
-use common::reference;
+use common::{Conn, reference};
 
 /// The client, the measurements and the report.
 mod bench {
@@ -367,79 +367,10 @@ mod bench {
     // -- the client -----------------------------------------------------------
 
     /// A connection read line by line.
-    struct Conn {
-        stream: TcpStream,
-        buf: Vec<u8>,
-    }
-
-    impl Conn {
-        fn open(addr: SocketAddr) -> Result<Conn, String> {
-            let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
-                .map_err(|e| format!("connect: {}", e.kind()))?;
-            stream
-                .set_read_timeout(Some(IO_TIMEOUT))
-                .and_then(|()| stream.set_write_timeout(Some(IO_TIMEOUT)))
-                .and_then(|()| stream.set_nodelay(true))
-                .map_err(|e| format!("setsockopt: {e}"))?;
-            Ok(Conn {
-                stream,
-                buf: Vec::with_capacity(64),
-            })
-        }
-
-        /// The next line, with its line end.
-        fn line(&mut self) -> Result<String, String> {
-            loop {
-                if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
-                    let line: Vec<u8> = self.buf.drain(..=i).collect();
-                    return Ok(String::from_utf8_lossy(&line).into_owned());
-                }
-                if self.buf.len() > 4096 {
-                    return Err("line too long".to_owned());
-                }
-                let mut chunk = [0u8; 512];
-                match self.stream.read(&mut chunk) {
-                    Ok(0) => return Err("closed before a full line".to_owned()),
-                    Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                    Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                    Err(err) => return Err(format!("read: {}", err.kind())),
-                }
-            }
-        }
-
-        fn expect(&mut self, send: &str, want: &str) -> Result<(), String> {
-            self.stream
-                .write_all(send.as_bytes())
-                .map_err(|e| format!("write: {}", e.kind()))?;
-            let got = self.line()?;
-            if got == want {
-                Ok(())
-            } else {
-                Err(format!("sent {send:?}, wanted {want:?}, got {got:?}"))
-            }
-        }
-
-        /// Reads until the server closes the connection.
-        fn eof(&mut self) -> Result<(), String> {
-            if !self.buf.is_empty() {
-                return Err(format!("unexpected data {:?}", self.buf));
-            }
-            let mut chunk = [0u8; 64];
-            loop {
-                match self.stream.read(&mut chunk) {
-                    Ok(0) => return Ok(()),
-                    Ok(n) => return Err(format!("unexpected data {:?}", &chunk[..n])),
-                    Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                    Err(err) => return Err(format!("waiting for close: {}", err.kind())),
-                }
-            }
-        }
-    }
-
     /// One connection; its latency in nanoseconds.
     fn one_conn(addr: SocketAddr) -> Result<u64, String> {
         let t0 = Instant::now();
-        let mut conn = Conn::open(addr)?;
+        let mut conn = Conn::open(addr, IO_TIMEOUT)?;
         conn.expect("PING\n", "PONG\r\n")?;
         conn.expect("DONE\n", "OK\r\n")?;
         conn.eof()?;
@@ -573,7 +504,7 @@ mod bench {
         while Instant::now() < end && n < RESPAWN_CAP {
             n += 1;
             let one = || -> Result<(Instant, u64, Instant), String> {
-                let mut conn = Conn::open(addr)?;
+                let mut conn = Conn::open(addr, IO_TIMEOUT)?;
                 conn.expect("PING\n", "PONG\r\n")?;
                 let served = Instant::now();
                 conn.expect("PING\n", "PONG\r\n")?;

@@ -1,11 +1,11 @@
 //! What the side-by-side benchmarks share: the request lines they answer,
-//! and the reference servers written with std and nix only, the baseline
+//! the client connection that speaks them, and the reference servers written with std and nix only, the baseline
 //! every ratio is taken against. Each bench uses a part of it.
 
 #![allow(dead_code)]
 
-use std::io::{self, Write};
-use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, OwnedFd};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -266,5 +266,79 @@ pub mod reference {
             }
         }
         stream.shutdown(Shutdown::Write)
+    }
+}
+
+/// The benches' client side of one connection: the line protocol of
+/// EXAMPLES-PROTOCOL.md, with timeouts on every read and write.
+pub struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    /// Connects to `addr` (within `timeout`, which also bounds every read
+    /// and write), without Nagle's delay.
+    pub fn open(addr: SocketAddr, timeout: Duration) -> Result<Conn, String> {
+        let stream = TcpStream::connect_timeout(&addr, timeout)
+            .map_err(|e| format!("connect: {}", e.kind()))?;
+        stream
+            .set_read_timeout(Some(timeout))
+            .and_then(|()| stream.set_write_timeout(Some(timeout)))
+            .and_then(|()| stream.set_nodelay(true))
+            .map_err(|e| format!("setsockopt: {e}"))?;
+        Ok(Conn {
+            stream,
+            buf: Vec::with_capacity(64),
+        })
+    }
+
+    /// The next line, with its line end.
+    pub fn line(&mut self) -> Result<String, String> {
+        loop {
+            if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=i).collect();
+                return Ok(String::from_utf8_lossy(&line).into_owned());
+            }
+            if self.buf.len() > 4096 {
+                return Err("line too long".to_owned());
+            }
+            let mut chunk = [0u8; 512];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Err("closed before a full line".to_owned()),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(format!("read: {}", err.kind())),
+            }
+        }
+    }
+
+    /// Sends `send` and expects the line `want` back.
+    pub fn expect(&mut self, send: &str, want: &str) -> Result<(), String> {
+        self.stream
+            .write_all(send.as_bytes())
+            .map_err(|e| format!("write: {}", e.kind()))?;
+        let got = self.line()?;
+        if got == want {
+            Ok(())
+        } else {
+            Err(format!("sent {send:?}, wanted {want:?}, got {got:?}"))
+        }
+    }
+
+    /// Reads until the server closes the connection.
+    pub fn eof(&mut self) -> Result<(), String> {
+        if !self.buf.is_empty() {
+            return Err(format!("unexpected data {:?}", self.buf));
+        }
+        let mut chunk = [0u8; 64];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Ok(()),
+                Ok(n) => return Err(format!("unexpected data {:?}", &chunk[..n])),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(format!("waiting for close: {}", err.kind())),
+            }
+        }
     }
 }
