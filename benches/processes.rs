@@ -1520,7 +1520,7 @@ mod bench {
             let mode = m["mode"].as_str().unwrap_or("?");
             let (t, p) = (num(&m["threads_rps_best"]), num(&m["prefork_rps_best"]));
             let r = num(&m["ratio_of_best"]);
-            let plain = num(&m["prefork_plain_rps_best"]);
+            let plain = num(&m["prefork_httpserver_rps_best"]);
             out.push(
                 row(&s, format!("{mode}: req/s, best round"), f(p, 0))
                     .reference(format!("{} (threads)", f(t, 0)))
@@ -1538,7 +1538,9 @@ mod bench {
             out.push(
                 row(
                     &s,
-                    format!("{mode}: prefork without the middleware, req/s, best round"),
+                    format!(
+                        "{mode}: the pool with a plain HttpServer per worker, req/s, best round"
+                    ),
                     f(plain, 0),
                 )
                 .reference(format!("{} (threads)", f(t, 0)))

@@ -5,15 +5,19 @@
 //! cargo bench --features web --bench web
 //! ```
 //!
-//! Two servers with the same handler (`GET /` answers `Hello, world!`), each
-//! started as a fresh process by re-executing this bench binary with
+//! Three servers with the same handler (`GET /` answers `Hello, world!`),
+//! each started as a fresh process by re-executing this bench binary with
 //! `ACTIX_DAEMON_BENCH_ROLE`:
 //!
 //! - `prefork-server`: an actix-daemon pre-forked pool of N worker processes
 //!   (`start_children = max_children = max_spare = N`, no `requests` limit,
 //!   in the foreground), each running `actix_daemon::web::Server` with one
-//!   actix-web thread, the scoreboard middleware and the status endpoint.
+//!   thread, the scoreboard middleware and the status endpoint.
 //! - `threads-server`: one process, `HttpServer` with N worker threads.
+//! - `prefork-httpserver-server`: the same pool with a plain `HttpServer`
+//!   of one worker thread in each worker (an accept thread handing each
+//!   connection to the worker thread), no middleware: what `web::Server`
+//!   does better by accepting on the thread that serves.
 //!
 //! N = 2. One client, inside the bench, on one thread (a current-thread
 //! tokio runtime): `CONNECTIONS` concurrent HTTP/1.1 connections to
@@ -92,7 +96,7 @@ fn main() -> ExitCode {
     match std::env::var(ROLE_ENV).as_deref() {
         Ok("prefork-server") => prefork_server(),
         Ok("threads-server") => threads_server(),
-        Ok("prefork-plain-server") => prefork_plain_server(),
+        Ok("prefork-httpserver-server") => prefork_httpserver_server(),
         Ok(other) => {
             eprintln!("{ROLE_ENV}={other:?}: unknown role");
             ExitCode::from(2)
@@ -183,15 +187,16 @@ fn prefork_server() -> ExitCode {
     }
 }
 
-/// The pool of `prefork_server` with a plain `HttpServer` in each worker:
-/// no middleware, no status, no graceful stop (only `Wait` once started).
-/// What the pool costs without the scoreboard reporting.
-fn prefork_plain_server() -> ExitCode {
+/// The pool of `prefork_server` with a plain `HttpServer` in each worker
+/// instead of `web::Server`: no middleware, no status, no graceful stop
+/// (only `Wait` once started). What the pool does with actix-web's own
+/// server, an accept thread handing connections to a worker thread.
+fn prefork_httpserver_server() -> ExitCode {
     use actix::SystemService;
     let listener = match server_setup() {
         Ok(l) => l,
         Err(err) => {
-            eprintln!("prefork plain server: {err}");
+            eprintln!("prefork httpserver server: {err}");
             return ExitCode::FAILURE;
         }
     };
@@ -209,7 +214,7 @@ fn prefork_plain_server() -> ExitCode {
     let daemon = match builder.build() {
         Ok(d) => d,
         Err(err) => {
-            eprintln!("prefork plain server: {err}");
+            eprintln!("prefork httpserver server: {err}");
             return ExitCode::FAILURE;
         }
     };
@@ -225,14 +230,14 @@ fn prefork_plain_server() -> ExitCode {
                     actix_daemon::DaemonActor::from_registry()
                         .do_send(actix_daemon::UpdateStatus::Wait);
                 }
-                Err(err) => eprintln!("prefork plain server: {err}"),
+                Err(err) => eprintln!("prefork httpserver server: {err}"),
             }
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("prefork plain server: {err}");
+            eprintln!("prefork httpserver server: {err}");
             ExitCode::FAILURE
         }
     }
@@ -574,7 +579,7 @@ fn bench() -> Result<(), String> {
     let servers = [
         Server::start("threads-server", "actix-web", &logs)?,
         Server::start("prefork-server", "prefork", &logs)?,
-        Server::start("prefork-plain-server", "plain", &logs)?,
+        Server::start("prefork-httpserver-server", "HttpServer", &logs)?,
     ];
     let k = servers.len();
     println!(
@@ -630,7 +635,7 @@ fn bench() -> Result<(), String> {
     };
     println!();
     println!(
-        "| connection | actix-web, {N} threads | prefork, {N} processes x 1 thread | ratio of best | median ratio per round | prefork without reporting | its median ratio |"
+        "| connection | actix-web, {N} threads | prefork, {N} processes x 1 thread | ratio of best | median ratio per round | pool of plain HttpServers | its median ratio |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|");
     let mut worst = f64::MAX;
@@ -658,7 +663,7 @@ fn bench() -> Result<(), String> {
     );
     println!();
     println!(
-        "| connection | server CPU per request: actix-web | prefork (supervisor + workers) | ratio | prefork without reporting |"
+        "| connection | server CPU per request: actix-web | prefork (supervisor + workers) | ratio | pool of plain HttpServers |"
     );
     println!("|---|---:|---:|---:|---:|");
     let per = |(main, children, n): (f64, f64, u64)| {
@@ -704,15 +709,15 @@ fn bench() -> Result<(), String> {
                 "ratio_of_best": p / t,
                 "median_ratio_per_round": median(&ratios[m][1]),
                 "ratios_per_round": ratios[m][1],
-                "prefork_plain_rps_best": plain,
-                "prefork_plain_median_ratio": median(&ratios[m][2]),
+                "prefork_httpserver_rps_best": plain,
+                "prefork_httpserver_median_ratio": median(&ratios[m][2]),
                 "failed_requests": failed[m],
                 "cpu_us_per_request": {
                     "threads": tc.0,
                     "prefork": pc.0 + pc.1,
                     "prefork_supervisor": pc.0,
                     "prefork_workers": pc.1,
-                    "prefork_plain": qc.0 + qc.1,
+                    "prefork_httpserver": qc.0 + qc.1,
                 },
             })
         })

@@ -10,10 +10,14 @@
 //!
 //! The application binds its listener once, before [`Daemon::run`] (or takes
 //! it from systemd with [`listen_fds`](crate::listen_fds)); every worker
-//! inherits it. In each worker, [`Server::run`] starts an actix-web
-//! `HttpServer` with [`threads`](Server::threads) worker threads (default 1)
-//! on that listener, with actix-web's own signal handling off: the kernel
-//! hands each new connection to one of the processes waiting in `accept`.
+//! inherits it. In each worker, [`Server::run`] runs the application on
+//! actix-web's HTTP service (what `HttpServer` runs) in
+//! [`threads`](Server::threads) threads (default 1: the worker's own
+//! thread). Each thread accepts on the shared listener itself and serves
+//! the connections it accepted, with no accept thread and no hand-over
+//! between threads; the kernel gives each new connection to one of the
+//! threads of the pool that ask for it. actix-web's own signal handling is
+//! not involved: the daemon's signals stop the worker.
 //!
 //! - **Ready**: once the server is listening, the worker sends
 //!   [`UpdateStatus::Wait`]: only then does the pool count it as a spare.
@@ -33,11 +37,12 @@
 //!   workers started together do not all restart together) the worker
 //!   retires gracefully.
 //! - **Shutdown** (TERM to the pool, the `requests` limit, a surplus spare,
-//!   a reload): the worker stops accepting, answers what its connections
-//!   still ask with `Connection: close`, waits until every connection has
-//!   closed (at most the daemon's `shutdown_timeout`), then exits. Other
-//!   workers keep accepting on the shared listener meanwhile, so neither a
-//!   connection nor a request in flight is lost.
+//!   a reload): the worker stops accepting (every connection it accepted is
+//!   counted and served), answers what its connections still ask with
+//!   `Connection: close`, waits until every connection has closed (at most
+//!   the daemon's `shutdown_timeout`), then exits. Other workers keep
+//!   accepting on the shared listener meanwhile, so neither a connection
+//!   nor a request in flight is lost.
 //! - **Status**: with [`status_path`](Server::status_path), any worker
 //!   answers for the whole pool (the scoreboard is shared memory): the
 //!   human-readable report, JSON (`?json`) or Prometheus text
@@ -77,10 +82,10 @@
 //! [`Daemon::run`]: crate::Daemon::run
 
 use std::fmt::{self, Write as _};
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::io;
-use std::net::TcpListener;
-use std::pin::Pin;
+use std::net::{SocketAddr, TcpListener};
+use std::pin::{Pin, pin};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -88,15 +93,18 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use actix_http::HttpService;
+use actix_service::{IntoServiceFactory, ServiceFactoryExt as _, map_config};
 use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::dev::{
-    Extensions, Service, ServiceFactory, ServiceRequest, ServiceResponse, Transform,
+    AppConfig, Service, ServiceFactory, ServiceRequest, ServiceResponse, Transform,
 };
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::{ConnectionType, KeepAlive, Method, StatusCode};
 use actix_web::web::Bytes;
-use actix_web::{App, HttpMessage, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{App, HttpMessage, HttpRequest, HttpResponse};
 use slog::{Logger, debug, error, info, warn};
+use tokio::sync::watch;
 
 use crate::config::{Config, Mode};
 use crate::daemon::DaemonActor;
@@ -106,16 +114,16 @@ use crate::scoreboard::Counter;
 use crate::status::StatusReport;
 use crate::{Process, Role};
 
-/// How long a worker that stops gives its accept thread to see the pause
-/// before it waits for its connections: actix-server acknowledges a pause
-/// before the accept thread has acted on it, and a connection accepted in
-/// between is still served by this worker (a stop drops connections that
-/// are accepted but not yet handed to a worker thread, so stopping comes
-/// only after this and after the last connection closed).
-const ACCEPT_GRACE: Duration = Duration::from_millis(100);
-
-/// How often a stopping worker looks at its open connections.
+/// How often a stopping worker looks at its acceptors and connections.
 const DRAIN_POLL: Duration = Duration::from_millis(10);
+
+/// How long an acceptor waits after an accept error that is not about one
+/// connection (no file descriptor left, say).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// How long a connection may take to close after its response, as
+/// `HttpServer` sets it.
+const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 // ---------------------------------------------------------------------------
 // Server
@@ -127,8 +135,12 @@ const DRAIN_POLL: Duration = Duration::from_millis(10);
 /// [`run`](Self::run) it on the listener the application bound before
 /// `run`. See the [module documentation](self) for what it does.
 ///
-/// Defaults: 1 actix-web worker thread per process, actix-web's keep-alive
-/// (5 s), no status endpoint.
+/// Each thread builds the application, wraps it in the [`Reporter`] and
+/// serves it with actix-web's HTTP/1.x service, configured as
+/// `HttpServer` configures it: the listener's address as the application's
+/// host and local address (`HttpRequest::app_config`), actix-web's request
+/// and disconnect timeouts. Defaults: 1 thread per process, actix-web's
+/// keep-alive (5 s), no status endpoint.
 pub struct Server<F> {
     factory: F,
     threads: usize,
@@ -159,7 +171,7 @@ where
     B: MessageBody + 'static,
 {
     /// A server for the application that `factory` builds (once per
-    /// actix-web worker thread, as `HttpServer::new` does).
+    /// thread, as `HttpServer::new` does).
     pub fn new(factory: F) -> Self {
         Server {
             factory,
@@ -169,9 +181,10 @@ where
         }
     }
 
-    /// actix-web worker threads in each process (default 1). A pre-forked
-    /// pool scales with processes; more threads per process only help
-    /// handlers that block.
+    /// Threads in each process (default 1), each accepting and serving on
+    /// its own. A pre-forked pool scales with processes; more threads per
+    /// process only help handlers that block. The scoreboard has one state
+    /// per process, whatever the number of threads.
     ///
     /// # Panics
     ///
@@ -205,10 +218,11 @@ where
     /// # Errors
     ///
     /// [`io::ErrorKind::InvalidInput`] if this process is not a pre-forked
-    /// worker; the error of `HttpServer::listen` (the listener's address
-    /// cannot be read, say). In either case nothing was started and the
-    /// worker has been told to exit with status 1 (the supervisor counts a
-    /// young death and replaces it). If actix-web cannot start its threads
+    /// worker; the error of reading the listener's address, of making it
+    /// non-blocking or of copying it for a thread. In either case nothing
+    /// was started and the worker has been told to exit with status 1 (the
+    /// supervisor counts a young death and replaces it). If the
+    /// application's factory fails or a thread cannot register the listener
     /// (a later error, so not returned), the worker logs why and exits the
     /// same way.
     pub fn run(self, process: &Process, listener: TcpListener) -> io::Result<()> {
@@ -230,91 +244,241 @@ where
             ));
         }
         let log = process.logger().clone();
+        let addr = listener.local_addr()?;
+        // The listener's file description is shared by every worker: all of
+        // them set it non-blocking, as each accepts from its own runtime.
+        listener.set_nonblocking(true)?;
         let mut reporter = Reporter::new(config);
         if let Some(path) = &self.status_path {
             reporter = reporter.status_path(path.clone());
         }
         let tracker = reporter.tracker.clone();
-        let connections = Arc::new(AtomicUsize::new(0));
-        let counted = connections.clone();
-        let board = process.board().cloned();
-        let factory = self.factory;
-        let mw = reporter.clone();
-        let timeout = config.shutdown_timeout();
-        let mut http = HttpServer::new(move || factory().wrap(mw.clone()))
-            .workers(self.threads)
-            .disable_signals()
-            .shutdown_timeout(timeout.as_secs().max(1))
-            .on_connect(move |_, ext: &mut Extensions| {
-                if let Some(board) = &board {
-                    board.count(Counter::Connections);
-                }
-                ext.insert(ConnectionGuard::new(counted.clone()));
-            });
-        if let Some(keep_alive) = self.keep_alive {
-            http = http.keep_alive(keep_alive);
-        }
-        let mut server = http.listen(listener)?.run();
-        let handle = server.handle();
-        debug!(log, "web server starting"; "threads" => self.threads,
-            "limit" => ?tracker.lock().limit);
-        let ready = tracker.clone();
-        let run_log = log.clone();
-        actix_rt::spawn(async move {
-            // The first poll binds the worker threads and starts accepting:
-            // the worker is ready once it returns.
-            let mut first = true;
-            let result = std::future::poll_fn(|cx| {
-                let poll = Pin::new(&mut server).poll(cx);
-                if std::mem::take(&mut first) && poll.is_pending() {
-                    ready.ready();
-                }
-                poll
-            })
-            .await;
-            match result {
-                Ok(()) => debug!(run_log, "web server stopped"),
-                Err(err) => {
-                    error!(run_log, "web server failed"; "error" => %err);
-                    System::current().stop_with_code(1);
-                }
-            }
+        let (stop, stopped) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            connections: AtomicUsize::new(0),
+            acceptors: AtomicUsize::new(self.threads),
+            starting: AtomicUsize::new(self.threads),
+            board: process.board().cloned(),
+            tracker: tracker.clone(),
+            log: log.clone(),
         });
+        let acceptor = Acceptor {
+            factory: self.factory,
+            reporter,
+            keep_alive: self.keep_alive,
+            addr,
+            shared: shared.clone(),
+        };
+        // Every thread accepts on its own copy of the listener and serves
+        // the connections it accepted: no connection changes threads.
+        let mut arbiters = Vec::with_capacity(self.threads - 1);
+        for _ in 1..self.threads {
+            let arbiter = Arbiter::new();
+            let (acceptor, listener, stopped) =
+                (acceptor.clone(), listener.try_clone()?, stopped.clone());
+            // The accept loop is not `Send`: it is built on the thread.
+            arbiter.spawn_fn(move || {
+                actix_rt::spawn(acceptor.serve(listener, stopped));
+            });
+            arbiters.push(arbiter);
+        }
+        debug!(log, "web server starting"; "threads" => self.threads, "addr" => %addr,
+            "limit" => ?tracker.lock().limit);
+        actix_rt::spawn(acceptor.serve(listener, stopped));
         WebWorker {
-            handle,
-            tracker,
-            connections,
-            log,
-            drain_for: timeout.saturating_sub(Duration::from_millis(100)),
+            stop,
+            shared,
+            _arbiters: arbiters,
+            drain_for: config
+                .shutdown_timeout()
+                .saturating_sub(Duration::from_millis(100)),
         }
         .start();
         Ok(())
     }
 }
 
-/// Counts a worker's open connections: one lives in each connection's
-/// extensions, so it drops when the connection closes.
-struct ConnectionGuard(Arc<AtomicUsize>);
+/// What the acceptors of one worker share.
+struct Shared {
+    /// Open connections (one [`ConnectionGuard`] each).
+    connections: AtomicUsize,
+    /// Acceptors still accepting.
+    acceptors: AtomicUsize,
+    /// Acceptors not yet accepting: the worker is ready at 0.
+    starting: AtomicUsize,
+    board: Option<crate::scoreboard::Scoreboard>,
+    tracker: Arc<Tracker>,
+    log: Logger,
+}
+
+/// One thread's accept loop and HTTP service.
+struct Acceptor<F> {
+    factory: F,
+    reporter: Reporter,
+    keep_alive: Option<KeepAlive>,
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+impl<F: Clone> Clone for Acceptor<F> {
+    fn clone(&self) -> Self {
+        Acceptor {
+            factory: self.factory.clone(),
+            reporter: self.reporter.clone(),
+            keep_alive: self.keep_alive,
+            addr: self.addr,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// What an accept loop waits for.
+enum Next {
+    Stop,
+    Accepted(io::Result<(actix_rt::net::TcpStream, SocketAddr)>),
+}
+
+impl<F, T, B> Acceptor<F>
+where
+    F: Fn() -> App<T> + Send + Clone + 'static,
+    T: ServiceFactory<
+            ServiceRequest,
+            Config = (),
+            Response = ServiceResponse<B>,
+            Error = actix_web::Error,
+            InitError = (),
+        > + 'static,
+    B: MessageBody + 'static,
+{
+    /// Builds this thread's application and accepts on `listener` until
+    /// `stopped` changes, serving each connection on this thread. On error
+    /// (the application's factory fails, the listener cannot be
+    /// registered) the worker exits with status 1.
+    async fn serve(self, listener: TcpListener, mut stopped: watch::Receiver<bool>) {
+        let Acceptor {
+            factory,
+            reporter,
+            keep_alive,
+            addr,
+            shared,
+        } = self;
+        let log = shared.log.clone();
+        let app = factory()
+            .wrap(reporter)
+            .into_factory()
+            .map_err(|err: actix_web::Error| err.error_response());
+        // What `HttpServer` gives an application: the listener's address,
+        // as host and local address. `AppConfig` has no public constructor
+        // with them; this is the one actix-web keeps for actix-test.
+        let app_config = AppConfig::__priv_test_new(false, addr.to_string(), addr);
+        let mut http = HttpService::build()
+            .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
+            .local_addr(addr);
+        if let Some(keep_alive) = keep_alive {
+            http = http.keep_alive(keep_alive);
+        }
+        let factory = http
+            .finish(map_config(app, move |()| app_config.clone()))
+            .tcp();
+        let service = match factory.new_service(()).await {
+            Ok(service) => service,
+            Err(()) => {
+                error!(
+                    log,
+                    "web server not started: the application's factory failed"
+                );
+                System::current().stop_with_code(1);
+                return;
+            }
+        };
+        let listener = match actix_rt::net::TcpListener::from_std(listener) {
+            Ok(listener) => listener,
+            Err(err) => {
+                error!(log, "web server not started"; "error" => %err);
+                System::current().stop_with_code(1);
+                return;
+            }
+        };
+        if shared.starting.fetch_sub(1, Ordering::AcqRel) == 1 {
+            shared.tracker.ready();
+        }
+        let mut stop = pin!(stopped.changed());
+        loop {
+            let next = poll_fn(|cx| match stop.as_mut().poll(cx) {
+                Poll::Ready(_) => Poll::Ready(Next::Stop),
+                Poll::Pending => listener.poll_accept(cx).map(Next::Accepted),
+            })
+            .await;
+            let io = match next {
+                Next::Stop => break,
+                Next::Accepted(Ok((io, _))) => io,
+                Next::Accepted(Err(err)) => {
+                    if !transient(&err) {
+                        // Out of file descriptors or memory: back off, as
+                        // actix-server does, instead of spinning.
+                        warn!(log, "accept failed"; "error" => %err);
+                        actix_rt::time::sleep(ACCEPT_BACKOFF).await;
+                    }
+                    continue;
+                }
+            };
+            // Counted before the next poll: an acceptor that stopped has
+            // counted every connection it accepted.
+            if let Some(board) = &shared.board {
+                board.count(Counter::Connections);
+            }
+            let guard = ConnectionGuard::new(shared.clone());
+            if poll_fn(|cx| service.poll_ready(cx)).await.is_err() {
+                continue;
+            }
+            let connection = service.call(io);
+            actix_rt::spawn(async move {
+                // The dispatcher's errors (a client that went away, a
+                // malformed request) are answered or logged by actix-http.
+                let _ = connection.await;
+                drop(guard);
+            });
+        }
+        drop(listener);
+        shared.acceptors.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Accept errors that concern one connection, not the listener.
+fn transient(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+    ) || err.raw_os_error() == Some(libc::EPROTO)
+}
+
+/// Counts a worker's open connections: one lives in each connection's task,
+/// so it drops when the connection closes.
+struct ConnectionGuard(Arc<Shared>);
 
 impl ConnectionGuard {
-    fn new(count: Arc<AtomicUsize>) -> Self {
-        count.fetch_add(1, Ordering::AcqRel);
-        ConnectionGuard(count)
+    fn new(shared: Arc<Shared>) -> Self {
+        shared.connections.fetch_add(1, Ordering::AcqRel);
+        ConnectionGuard(shared)
     }
 }
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.connections.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 /// The worker's subscriber: stops the server gracefully on `Shutdown`.
 struct WebWorker {
-    handle: actix_web::dev::ServerHandle,
-    tracker: Arc<Tracker>,
-    connections: Arc<AtomicUsize>,
-    log: Logger,
+    stop: watch::Sender<bool>,
+    shared: Arc<Shared>,
+    /// The threads of the other acceptors; they end with the worker's
+    /// `System`.
+    _arbiters: Vec<Arbiter>,
     drain_for: Duration,
 }
 
@@ -336,26 +500,28 @@ impl Handler<DaemonSignal> for WebWorker {
         }
         // The daemon waits for this future (up to its shutdown timeout)
         // before it ends the worker.
-        self.tracker.drain();
-        let handle = self.handle.clone();
-        let connections = self.connections.clone();
-        let log = self.log.clone();
+        self.shared.tracker.drain();
+        let _ = self.stop.send(true);
+        let shared = self.shared.clone();
         let deadline = Instant::now() + self.drain_for;
         Response::fut(async move {
-            handle.pause().await;
-            actix_rt::time::sleep(ACCEPT_GRACE).await;
-            let open = connections.load(Ordering::Acquire);
+            let log = shared.log.clone();
+            // Every acceptor stops at its next poll, having counted what it
+            // accepted; the other workers accept from then on.
+            while shared.acceptors.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+                actix_rt::time::sleep(DRAIN_POLL).await;
+            }
+            let open = shared.connections.load(Ordering::Acquire);
             if open > 0 {
                 info!(log, "draining connections"; "open" => open);
             }
-            while connections.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            while shared.connections.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
                 actix_rt::time::sleep(DRAIN_POLL).await;
             }
-            let left = connections.load(Ordering::Acquire);
+            let left = shared.connections.load(Ordering::Acquire);
             if left > 0 {
                 warn!(log, "shutdown timeout: closing connections"; "open" => left);
             }
-            handle.stop(left == 0).await;
         })
     }
 }
@@ -1201,6 +1367,84 @@ mod tests {
     fn tracker(limit: Option<u64>) -> (Tracker, Arc<Mutex<Vec<Note>>>) {
         let notes = Arc::new(Mutex::new(Vec::new()));
         (Tracker::new(Sink::Record(notes.clone()), limit), notes)
+    }
+
+    /// Waits (in the runtime) until `cond` holds, at most 10 seconds.
+    async fn eventually(what: &str, cond: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[test]
+    fn an_acceptor_serves_the_app_at_its_address_counts_connections_and_stops() {
+        use std::io::{Read, Write};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let (tracker, notes) = tracker(None);
+        let tracker = Arc::new(tracker);
+        let shared = Arc::new(Shared {
+            connections: AtomicUsize::new(0),
+            acceptors: AtomicUsize::new(1),
+            starting: AtomicUsize::new(1),
+            board: None,
+            tracker: tracker.clone(),
+            log: Logger::root(slog::Discard, slog::o!()),
+        });
+        let acceptor = Acceptor {
+            factory: || {
+                App::new().route(
+                    "/",
+                    actix_web::web::get().to(|req: HttpRequest| async move {
+                        let host = req.connection_info().host().to_owned();
+                        format!("{} {host}", req.app_config().local_addr())
+                    }),
+                )
+            },
+            reporter: Reporter {
+                tracker,
+                status_path: None,
+            },
+            keep_alive: None,
+            addr,
+            shared: shared.clone(),
+        };
+        let (stop, stopped) = watch::channel(false);
+        actix_rt::System::new().block_on(async move {
+            actix_rt::spawn(acceptor.serve(listener, stopped));
+            eventually("ready", || take(&notes).contains(&Note::Wait)).await;
+            // HTTP/1.0 without a Host header: the host is the listener's,
+            // as `HttpServer` gives it.
+            let answer = actix_rt::task::spawn_blocking(move || {
+                let mut stream = std::net::TcpStream::connect(addr).unwrap();
+                stream.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+                let mut answer = String::new();
+                stream.read_to_string(&mut answer).unwrap();
+                answer
+            })
+            .await
+            .unwrap();
+            assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+            assert!(
+                answer.ends_with(&format!("\r\n\r\n{addr} {addr}")),
+                "{answer}"
+            );
+            eventually("the connection to close", || {
+                shared.connections.load(Ordering::Acquire) == 0
+            })
+            .await;
+            stop.send(true).unwrap();
+            eventually("the acceptor to stop", || {
+                shared.acceptors.load(Ordering::Acquire) == 0
+            })
+            .await;
+            // It let go of its listener (here the only copy).
+            let refused = std::net::TcpStream::connect(addr).unwrap_err();
+            assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
+        });
     }
 
     /// The scheduled flush, once the moment after the last end has passed.

@@ -69,6 +69,21 @@ fn json_status(d: &Daemon) -> serde_json::Value {
 
 #[test]
 fn load_while_workers_recycle_loses_no_request_and_the_status_page_tells_it() {
+    load_while_recycling(1);
+}
+
+#[test]
+fn workers_of_two_threads_recycle_under_load_without_losing_a_request() {
+    // Each thread accepts and serves on its own: the per-process request
+    // count, the quota and the drain must hold across both.
+    load_while_recycling(2);
+}
+
+/// Load from three clients while workers of `threads` actix-web threads
+/// recycle every 50 requests; then the status page in all three formats
+/// and a clean shutdown.
+fn load_while_recycling(threads: usize) {
+    let threads = threads.to_string();
     let d = Daemon::start(
         "hello_prefork",
         &[
@@ -80,6 +95,8 @@ fn load_while_workers_recycle_loses_no_request_and_the_status_page_tells_it() {
             "6",
             "--keep-alive",
             "2",
+            "--threads",
+            &threads,
         ],
     );
     d.wait_workers(2);
