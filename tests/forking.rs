@@ -231,7 +231,6 @@ fn a_warm_worker_is_ready_before_the_request_and_serves_only_it() {
     wait_ready(warm);
     let mut c = d.conn();
     let pid: i32 = c.cmd("PID").parse().unwrap();
-    assert_eq!(pid, warm, "the warm worker took the connection");
     let status = c.report("STATUS").join("\n");
     assert!(status.contains(" r ") || status.contains("[ r"), "{status}");
     // Another one is forked ahead while this one serves.
@@ -240,14 +239,31 @@ fn a_warm_worker_is_ready_before_the_request_and_serves_only_it() {
         "no new warm worker\n{}",
         d.report()
     );
+    // The warm worker takes the connection. On a loaded machine the one
+    // forked ahead (for the next request) may take it first: both wait on
+    // the same socket. Then the warm one is still waiting, for the next.
+    let workers = d.workers();
+    assert!(
+        pid == warm || (workers.contains(&warm) && workers.contains(&pid)),
+        "served by {pid}, warm {warm}, workers {workers:?}\n{}",
+        d.report()
+    );
     c.done();
-    // The served worker exits; its successor is the one waiting.
-    assert!(wait_until(DEADLINE, || !exists(warm)), "{}", d.report());
+    // The served worker exits (each serves one request); the one waiting
+    // serves the next.
+    assert!(wait_until(DEADLINE, || !exists(pid)), "{}", d.report());
     let next = d.wait_workers(1)[0];
-    assert_ne!(next, warm);
+    assert_ne!(next, pid);
     wait_ready(next);
     let mut c = d.conn();
-    assert_eq!(c.cmd("PID").parse::<i32>().unwrap(), next);
+    let second: i32 = c.cmd("PID").parse().unwrap();
+    assert_ne!(second, pid, "a worker served twice");
+    let workers = d.workers();
+    assert!(
+        second == next || (workers.contains(&next) && workers.contains(&second)),
+        "served by {second}, warm {next}, workers {workers:?}\n{}",
+        d.report()
+    );
     c.done();
 }
 
