@@ -363,6 +363,9 @@ where
             shared,
         } = self;
         let log = shared.log.clone();
+        // However this ends (stopped, failed, panicked), the worker's drain
+        // no longer waits for it.
+        let _running = Running(shared.clone());
         let app = factory()
             .wrap(reporter)
             .into_factory()
@@ -428,7 +431,8 @@ where
                 board.count(Counter::Connections);
             }
             let guard = ConnectionGuard::new(shared.clone());
-            if poll_fn(|cx| service.poll_ready(cx)).await.is_err() {
+            if let Err(err) = poll_fn(|cx| service.poll_ready(cx)).await {
+                warn!(log, "connection dropped: service not ready"; "error" => ?err);
                 continue;
             }
             let connection = service.call(io);
@@ -439,8 +443,16 @@ where
                 drop(guard);
             });
         }
-        drop(listener);
-        shared.acceptors.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// An acceptor still accepting (or starting); counted in
+/// [`Shared::acceptors`] until dropped.
+struct Running(Arc<Shared>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.acceptors.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
