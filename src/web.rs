@@ -15,8 +15,11 @@
 //! [`threads`](Server::threads) threads (default 1: the worker's own
 //! thread). Each thread accepts on the shared listener itself and serves
 //! the connections it accepted, with no accept thread and no hand-over
-//! between threads; the kernel gives each new connection to one of the
-//! threads of the pool that ask for it. actix-web's own signal handling is
+//! between threads. A new connection wakes the threads of the pool that
+//! wait for one; the first to ask gets it, the others find nothing and wait
+//! again. A thread accepts only while it can serve: below its
+//! [`max_connections`](Server::max_connections) and with the application
+//! ready. actix-web's own signal handling is
 //! not involved: the daemon's signals stop the worker.
 //!
 //! - **Ready**: once the server is listening, the worker sends
@@ -121,6 +124,9 @@ const DRAIN_POLL: Duration = Duration::from_millis(10);
 /// connection (no file descriptor left, say).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// Connections a thread serves at once by default (actix-server's).
+const MAX_CONNECTIONS: usize = 25_600;
+
 /// How long a connection may take to close after its response, as
 /// `HttpServer` sets it.
 const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -146,6 +152,7 @@ pub struct Server<F> {
     threads: usize,
     status_path: Option<String>,
     keep_alive: Option<KeepAlive>,
+    max_connections: usize,
 }
 
 impl<F> fmt::Debug for Server<F> {
@@ -154,6 +161,7 @@ impl<F> fmt::Debug for Server<F> {
             .field("threads", &self.threads)
             .field("status_path", &self.status_path)
             .field("keep_alive", &self.keep_alive)
+            .field("max_connections", &self.max_connections)
             .finish_non_exhaustive()
     }
 }
@@ -178,6 +186,7 @@ where
             threads: 1,
             status_path: None,
             keep_alive: None,
+            max_connections: MAX_CONNECTIONS,
         }
     }
 
@@ -211,6 +220,23 @@ where
         self
     }
 
+    /// Open connections each thread serves at most (default 25,600, as
+    /// actix-web's `HttpServer::max_connections`). A thread at its limit
+    /// accepts nothing until one of its connections closes: new connections
+    /// wait in the listen queue, where other workers take them.
+    ///
+    /// # Panics
+    ///
+    /// If `max` is 0.
+    pub fn max_connections(mut self, max: usize) -> Self {
+        assert!(
+            max > 0,
+            "actix_daemon::web::Server::max_connections: 0 connections"
+        );
+        self.max_connections = max;
+        self
+    }
+
     /// Starts serving on `listener` in this worker and returns at once; the
     /// server runs in the worker's actix `System` until the daemon shuts the
     /// worker down. Call it from the worker side of the `run` closure.
@@ -218,13 +244,14 @@ where
     /// # Errors
     ///
     /// [`io::ErrorKind::InvalidInput`] if this process is not a pre-forked
-    /// worker; the error of reading the listener's address, of making it
-    /// non-blocking or of copying it for a thread. In either case nothing
-    /// was started and the worker has been told to exit with status 1 (the
-    /// supervisor counts a young death and replaces it). If the
-    /// application's factory fails or a thread cannot register the listener
-    /// (a later error, so not returned), the worker logs why and exits the
-    /// same way.
+    /// worker (nothing was started); the error of reading the listener's
+    /// address, of making it non-blocking, of copying it for a thread or of
+    /// starting a thread. In every case the worker has been told to exit
+    /// with status 1 (the supervisor counts a young death and replaces it).
+    /// If the application's factory fails, a thread cannot register the
+    /// listener, or a thread's accept loop ends for any other reason than a
+    /// stop (a panic in the application's factory, say), the worker logs
+    /// why and exits the same way: a later error, so not returned.
     pub fn run(self, process: &Process, listener: TcpListener) -> io::Result<()> {
         let log = process.logger().clone();
         let result = self.start(process, listener);
@@ -266,20 +293,28 @@ where
             factory: self.factory,
             reporter,
             keep_alive: self.keep_alive,
+            max_connections: self.max_connections,
             addr,
             shared: shared.clone(),
         };
         // Every thread accepts on its own copy of the listener and serves
-        // the connections it accepted: no connection changes threads.
-        let mut arbiters = Vec::with_capacity(self.threads - 1);
-        for _ in 1..self.threads {
+        // the connections it accepted: no connection changes threads. The
+        // copies first, so that an error starts nothing.
+        let copies = (1..self.threads)
+            .map(|_| listener.try_clone())
+            .collect::<io::Result<Vec<_>>>()?;
+        let mut arbiters = Vec::with_capacity(copies.len());
+        for copy in copies {
             let arbiter = Arbiter::new();
-            let (acceptor, listener, stopped) =
-                (acceptor.clone(), listener.try_clone()?, stopped.clone());
+            let (acceptor, stopped) = (acceptor.clone(), stopped.clone());
             // The accept loop is not `Send`: it is built on the thread.
-            arbiter.spawn_fn(move || {
-                actix_rt::spawn(acceptor.serve(listener, stopped));
+            let started = arbiter.spawn_fn(move || {
+                actix_rt::spawn(acceptor.serve(copy, stopped));
             });
+            if !started {
+                // Its thread is gone: the worker cannot serve as asked.
+                return Err(io::Error::other("cannot start a web server thread"));
+            }
             arbiters.push(arbiter);
         }
         debug!(log, "web server starting"; "threads" => self.threads, "addr" => %addr,
@@ -316,6 +351,7 @@ struct Acceptor<F> {
     factory: F,
     reporter: Reporter,
     keep_alive: Option<KeepAlive>,
+    max_connections: usize,
     addr: SocketAddr,
     shared: Arc<Shared>,
 }
@@ -326,6 +362,7 @@ impl<F: Clone> Clone for Acceptor<F> {
             factory: self.factory.clone(),
             reporter: self.reporter.clone(),
             keep_alive: self.keep_alive,
+            max_connections: self.max_connections,
             addr: self.addr,
             shared: self.shared.clone(),
         }
@@ -335,7 +372,19 @@ impl<F: Clone> Clone for Acceptor<F> {
 /// What an accept loop waits for.
 enum Next {
     Stop,
+    /// The service failed its readiness check.
+    Broken(actix_http::error::DispatchError),
     Accepted(io::Result<(actix_rt::net::TcpStream, SocketAddr)>),
+}
+
+/// One thread's open connections, against its limit: an acceptor at the
+/// limit leaves new connections in the listen queue, for other workers,
+/// until one of its own closes.
+#[derive(Default)]
+struct Local {
+    open: std::cell::Cell<usize>,
+    /// The acceptor waiting for a connection to close.
+    waiting: std::cell::Cell<Option<std::task::Waker>>,
 }
 
 impl<F, T, B> Acceptor<F>
@@ -351,21 +400,26 @@ where
     B: MessageBody + 'static,
 {
     /// Builds this thread's application and accepts on `listener` until
-    /// `stopped` changes, serving each connection on this thread. On error
-    /// (the application's factory fails, the listener cannot be
-    /// registered) the worker exits with status 1.
+    /// `stopped` changes, serving each connection on this thread. If the
+    /// application cannot be built, the listener cannot be registered, the
+    /// service fails its readiness check or this task panics, the worker
+    /// exits with status 1 (and the supervisor replaces it).
     async fn serve(self, listener: TcpListener, mut stopped: watch::Receiver<bool>) {
         let Acceptor {
             factory,
             reporter,
             keep_alive,
+            max_connections,
             addr,
             shared,
         } = self;
         let log = shared.log.clone();
-        // However this ends (stopped, failed, panicked), the worker's drain
-        // no longer waits for it.
-        let _running = Running(shared.clone());
+        // However this ends, the worker's drain no longer waits for it; if
+        // it ends other than by a stop, the worker exits.
+        let mut running = Running {
+            shared: shared.clone(),
+            stopped: false,
+        };
         let app = factory()
             .wrap(reporter)
             .into_factory()
@@ -383,42 +437,60 @@ where
         let factory = http
             .finish(map_config(app, move |()| app_config.clone()))
             .tcp();
-        let service = match factory.new_service(()).await {
-            Ok(service) => service,
-            Err(()) => {
-                error!(
-                    log,
-                    "web server not started: the application's factory failed"
-                );
-                System::current().stop_with_code(1);
-                return;
-            }
+        let Ok(service) = factory.new_service(()).await else {
+            error!(
+                log,
+                "web server not started: the application's factory failed"
+            );
+            return;
         };
         let listener = match actix_rt::net::TcpListener::from_std(listener) {
             Ok(listener) => listener,
             Err(err) => {
                 error!(log, "web server not started"; "error" => %err);
-                System::current().stop_with_code(1);
                 return;
             }
         };
         if shared.starting.fetch_sub(1, Ordering::AcqRel) == 1 {
             shared.tracker.ready();
         }
+        let local = Rc::new(Local::default());
         let mut stop = pin!(stopped.changed());
         loop {
-            let next = poll_fn(|cx| match stop.as_mut().poll(cx) {
-                Poll::Ready(_) => Poll::Ready(Next::Stop),
-                Poll::Pending => listener.poll_accept(cx).map(Next::Accepted),
+            // A connection is accepted only when this thread can serve it
+            // (below its limit, the service ready); otherwise it stays in
+            // the listen queue for another worker.
+            let next = poll_fn(|cx| {
+                if stop.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Next::Stop);
+                }
+                if local.open.get() >= max_connections {
+                    local.waiting.set(Some(cx.waker().clone()));
+                    return Poll::Pending;
+                }
+                match service.poll_ready(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(err)) => return Poll::Ready(Next::Broken(err)),
+                    Poll::Ready(Ok(())) => {}
+                }
+                listener.poll_accept(cx).map(Next::Accepted)
             })
             .await;
             let io = match next {
-                Next::Stop => break,
+                Next::Stop => {
+                    running.stopped = true;
+                    return;
+                }
+                Next::Broken(err) => {
+                    error!(log, "web server failed: the service is not ready"; "error" => ?err);
+                    return;
+                }
                 Next::Accepted(Ok((io, _))) => io,
                 Next::Accepted(Err(err)) => {
                     if !transient(&err) {
                         // Out of file descriptors or memory: back off, as
-                        // actix-server does, instead of spinning.
+                        // actix-server does, instead of spinning; the
+                        // connections wait in the queue for other workers.
                         warn!(log, "accept failed"; "error" => %err);
                         actix_rt::time::sleep(ACCEPT_BACKOFF).await;
                     }
@@ -430,11 +502,7 @@ where
             if let Some(board) = &shared.board {
                 board.count(Counter::Connections);
             }
-            let guard = ConnectionGuard::new(shared.clone());
-            if let Err(err) = poll_fn(|cx| service.poll_ready(cx)).await {
-                warn!(log, "connection dropped: service not ready"; "error" => ?err);
-                continue;
-            }
+            let guard = ConnectionGuard::new(shared.clone(), local.clone());
             let connection = service.call(io);
             actix_rt::spawn(async move {
                 // The dispatcher's errors (a client that went away, a
@@ -446,17 +514,31 @@ where
     }
 }
 
-/// An acceptor still accepting (or starting); counted in
-/// [`Shared::acceptors`] until dropped.
-struct Running(Arc<Shared>);
+/// An acceptor still accepting (or starting), counted in
+/// [`Shared::acceptors`] until dropped. One that ends other than by a stop
+/// (it failed, or a panic in the application's factory or a middleware
+/// ended its task) takes its worker down: a worker that looks like a spare
+/// but accepts nothing would never be replaced.
+struct Running {
+    shared: Arc<Shared>,
+    stopped: bool,
+}
 
 impl Drop for Running {
     fn drop(&mut self) {
-        self.0.acceptors.fetch_sub(1, Ordering::AcqRel);
+        self.shared.acceptors.fetch_sub(1, Ordering::AcqRel);
+        if !self.stopped && !self.shared.tracker.is_draining() {
+            error!(self.shared.log, "web server thread ended: the worker exits");
+            if let Some(system) = System::try_current() {
+                system.stop_with_code(1);
+            }
+        }
     }
 }
 
-/// Accept errors that concern one connection, not the listener.
+/// Accept errors that concern one connection, not the listener: accept(2)
+/// on Linux passes pending network errors of the new connection on, and
+/// they are to be treated like `EAGAIN`.
 fn transient(err: &io::Error) -> bool {
     matches!(
         err.kind(),
@@ -464,23 +546,44 @@ fn transient(err: &io::Error) -> bool {
             | io::ErrorKind::ConnectionReset
             | io::ErrorKind::Interrupted
             | io::ErrorKind::WouldBlock
-    ) || err.raw_os_error() == Some(libc::EPROTO)
+    ) || err.raw_os_error().is_some_and(|code| {
+        [
+            libc::EPROTO,
+            libc::ENETDOWN,
+            libc::ENOPROTOOPT,
+            libc::EHOSTDOWN,
+            libc::ENONET,
+            libc::EHOSTUNREACH,
+            libc::EOPNOTSUPP,
+            libc::ENETUNREACH,
+            libc::EPERM,
+        ]
+        .contains(&code)
+    })
 }
 
-/// Counts a worker's open connections: one lives in each connection's task,
-/// so it drops when the connection closes.
-struct ConnectionGuard(Arc<Shared>);
+/// Counts a worker's and a thread's open connections: one lives in each
+/// connection's task, so it drops when the connection closes.
+struct ConnectionGuard {
+    shared: Arc<Shared>,
+    local: Rc<Local>,
+}
 
 impl ConnectionGuard {
-    fn new(shared: Arc<Shared>) -> Self {
+    fn new(shared: Arc<Shared>, local: Rc<Local>) -> Self {
         shared.connections.fetch_add(1, Ordering::AcqRel);
-        ConnectionGuard(shared)
+        local.open.set(local.open.get() + 1);
+        ConnectionGuard { shared, local }
     }
 }
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::AcqRel);
+        self.shared.connections.fetch_sub(1, Ordering::AcqRel);
+        self.local.open.set(self.local.open.get() - 1);
+        if let Some(acceptor) = self.local.waiting.take() {
+            acceptor.wake();
+        }
     }
 }
 
@@ -1390,9 +1493,13 @@ mod tests {
         }
     }
 
-    #[test]
-    fn an_acceptor_serves_the_app_at_its_address_counts_connections_and_stops() {
-        use std::io::{Read, Write};
+    /// An acceptor of `factory`'s application on a fresh listener, with
+    /// the notes its tracker sends.
+    #[allow(clippy::type_complexity)]
+    fn acceptor<F>(
+        factory: F,
+        max_connections: usize,
+    ) -> (Acceptor<F>, TcpListener, Arc<Shared>, Arc<Mutex<Vec<Note>>>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         listener.set_nonblocking(true).unwrap();
@@ -1407,7 +1514,36 @@ mod tests {
             log: Logger::root(slog::Discard, slog::o!()),
         });
         let acceptor = Acceptor {
-            factory: || {
+            factory,
+            reporter: Reporter {
+                tracker,
+                status_path: None,
+            },
+            keep_alive: None,
+            max_connections,
+            addr,
+            shared: shared.clone(),
+        };
+        (acceptor, listener, shared, notes)
+    }
+
+    /// `GET path` on a new connection (blocking): the whole answer.
+    fn get(addr: SocketAddr, request: &'static [u8]) -> String {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream.write_all(request).unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer
+    }
+
+    #[test]
+    fn an_acceptor_serves_the_app_at_its_address_counts_connections_and_stops() {
+        let (acceptor, listener, shared, notes) = acceptor(
+            || {
                 App::new().route(
                     "/",
                     actix_web::web::get().to(|req: HttpRequest| async move {
@@ -1416,29 +1552,20 @@ mod tests {
                     }),
                 )
             },
-            reporter: Reporter {
-                tracker,
-                status_path: None,
-            },
-            keep_alive: None,
-            addr,
-            shared: shared.clone(),
-        };
+            MAX_CONNECTIONS,
+        );
+        let addr = acceptor.addr;
         let (stop, stopped) = watch::channel(false);
-        actix_rt::System::new().block_on(async move {
+        let system = actix_rt::System::new();
+        system.block_on(async move {
             actix_rt::spawn(acceptor.serve(listener, stopped));
             eventually("ready", || take(&notes).contains(&Note::Wait)).await;
             // HTTP/1.0 without a Host header: the host is the listener's,
             // as `HttpServer` gives it.
-            let answer = actix_rt::task::spawn_blocking(move || {
-                let mut stream = std::net::TcpStream::connect(addr).unwrap();
-                stream.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
-                let mut answer = String::new();
-                stream.read_to_string(&mut answer).unwrap();
-                answer
-            })
-            .await
-            .unwrap();
+            let answer =
+                actix_rt::task::spawn_blocking(move || get(addr, b"GET / HTTP/1.0\r\n\r\n"))
+                    .await
+                    .unwrap();
             assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
             assert!(
                 answer.ends_with(&format!("\r\n\r\n{addr} {addr}")),
@@ -1456,7 +1583,93 @@ mod tests {
             // It let go of its listener (here the only copy).
             let refused = std::net::TcpStream::connect(addr).unwrap_err();
             assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
+            // A stopped acceptor leaves the worker running: the first stop
+            // the system sees is this one.
+            actix_rt::spawn(async {
+                actix_rt::time::sleep(Duration::from_millis(50)).await;
+                System::current().stop_with_code(0);
+            });
         });
+        assert_eq!(system.run_with_code().unwrap(), 0);
+    }
+
+    #[test]
+    fn an_acceptor_at_its_limit_leaves_connections_in_the_queue() {
+        use std::io::{Read, Write};
+        let (acceptor, listener, shared, _notes) = acceptor(
+            || App::new().route("/", actix_web::web::get().to(|| async { "hi" })),
+            1,
+        );
+        let addr = acceptor.addr;
+        let (_stop, stopped) = watch::channel(false);
+        actix_rt::System::new().block_on(async move {
+            actix_rt::spawn(acceptor.serve(listener, stopped));
+            // One keep-alive connection, answered and left open: the
+            // acceptor is at its limit.
+            let (first, answer) = actix_rt::task::spawn_blocking(move || {
+                let mut first = std::net::TcpStream::connect(addr).unwrap();
+                first
+                    .set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                first
+                    .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                    .unwrap();
+                let mut buf = [0u8; 512];
+                let n = first.read(&mut buf).unwrap();
+                (first, String::from_utf8_lossy(&buf[..n]).into_owned())
+            })
+            .await
+            .unwrap();
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+            assert_eq!(shared.connections.load(Ordering::Acquire), 1);
+            // A second connection waits in the queue, not accepted...
+            let second = actix_rt::task::spawn_blocking(move || {
+                get(
+                    addr,
+                    b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                )
+            });
+            actix_rt::time::sleep(Duration::from_millis(300)).await;
+            assert!(!second.is_finished(), "served beyond the limit");
+            assert_eq!(
+                shared.connections.load(Ordering::Acquire),
+                1,
+                "accepted beyond the limit"
+            );
+            // ...until the first closes.
+            drop(first);
+            let answer = second.await.unwrap();
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        });
+    }
+
+    #[test]
+    fn an_acceptor_whose_application_panics_takes_its_worker_down() {
+        let (acceptor, listener, shared, notes) = acceptor(
+            || {
+                if std::hint::black_box(true) {
+                    panic!("the application's factory failed (on purpose)");
+                }
+                App::new()
+            },
+            MAX_CONNECTIONS,
+        );
+        let (_stop, stopped) = watch::channel(false);
+        let system = actix_rt::System::new();
+        system.block_on(async move {
+            actix_rt::spawn(acceptor.serve(listener, stopped));
+            // A bound on the test, not a result: 99 fails it.
+            actix_rt::spawn(async {
+                actix_rt::time::sleep(Duration::from_secs(10)).await;
+                System::current().stop_with_code(99);
+            });
+        });
+        assert_eq!(system.run_with_code().unwrap(), 1);
+        assert_eq!(shared.acceptors.load(Ordering::Acquire), 0);
+        assert!(
+            !take(&notes).contains(&Note::Wait),
+            "a worker that cannot serve never shows as a spare"
+        );
     }
 
     /// The scheduled flush, once the moment after the last end has passed.

@@ -47,14 +47,23 @@ fn status_from_a_child_shows_the_mode_and_two_busy_slots() {
     let mut a = d.conn();
     assert_eq!(a.cmd("PING"), "PONG");
     let mut b = d.conn();
-    let status = b.report("STATUS");
+    // Each worker reports `Req` as it takes its connection; a's may reach
+    // the scoreboard a moment after a has answered (its DaemonActor handles
+    // it in turn), so b asks again until both show.
+    let mut status = Vec::new();
+    let mut slots = String::new();
+    let both = wait_until(DEADLINE, || {
+        status = b.report("STATUS");
+        slots = status
+            .iter()
+            .find(|l| l.trim_start().starts_with("Slots ["))
+            .unwrap_or_else(|| panic!("no slots line in {status:#?}"))
+            .clone();
+        slots.matches(" r").count() == 2
+    });
+    assert!(both, "not two busy slots: {slots}\n{}", d.report());
     assert_eq!(status[0], "actix_daemon::DaemonActor");
     assert_eq!(status[1], "    Pre-forking server, we are a child");
-    let slots = status
-        .iter()
-        .find(|l| l.trim_start().starts_with("Slots ["))
-        .unwrap_or_else(|| panic!("no slots line in {status:#?}"));
-    assert_eq!(slots.matches(" r").count(), 2, "{slots}");
     assert!(slots.ends_with(" ]"), "{slots}");
     let peek = b.report("PEEK");
     assert!(peek[0].starts_with("actix_daemon peek"), "{peek:#?}");
