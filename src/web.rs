@@ -127,6 +127,9 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Connections a thread serves at once by default (actix-server's).
 const MAX_CONNECTIONS: usize = 25_600;
 
+/// How long a client has to send a request's head, as `HttpServer` sets it.
+const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long a connection may take to close after its response, as
 /// `HttpServer` sets it.
 const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -144,15 +147,23 @@ const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Each thread builds the application, wraps it in the [`Reporter`] and
 /// serves it with actix-web's HTTP/1.x service, configured as
 /// `HttpServer` configures it: the listener's address as the application's
-/// host and local address (`HttpRequest::app_config`), actix-web's request
-/// and disconnect timeouts. Defaults: 1 thread per process, actix-web's
-/// keep-alive (5 s), no status endpoint.
+/// host and local address (`HttpRequest::app_config`), the same
+/// keep-alive, request and disconnect timeouts by default. Defaults: 1
+/// thread per process, no status endpoint.
 pub struct Server<F> {
     factory: F,
     threads: usize,
     status_path: Option<String>,
-    keep_alive: Option<KeepAlive>,
+    http: Http,
     max_connections: usize,
+}
+
+/// The HTTP settings of every thread's service.
+#[derive(Debug, Clone, Copy)]
+struct Http {
+    keep_alive: Option<KeepAlive>,
+    client_request_timeout: Duration,
+    client_disconnect_timeout: Duration,
 }
 
 impl<F> fmt::Debug for Server<F> {
@@ -160,7 +171,7 @@ impl<F> fmt::Debug for Server<F> {
         f.debug_struct("Server")
             .field("threads", &self.threads)
             .field("status_path", &self.status_path)
-            .field("keep_alive", &self.keep_alive)
+            .field("http", &self.http)
             .field("max_connections", &self.max_connections)
             .finish_non_exhaustive()
     }
@@ -185,7 +196,11 @@ where
             factory,
             threads: 1,
             status_path: None,
-            keep_alive: None,
+            http: Http {
+                keep_alive: None,
+                client_request_timeout: CLIENT_REQUEST_TIMEOUT,
+                client_disconnect_timeout: CLIENT_DISCONNECT_TIMEOUT,
+            },
             max_connections: MAX_CONNECTIONS,
         }
     }
@@ -216,7 +231,24 @@ where
     /// retiring worker waits for its idle connections to time out, so this
     /// is also about how long a retired worker lingers.
     pub fn keep_alive(mut self, keep_alive: impl Into<KeepAlive>) -> Self {
-        self.keep_alive = Some(keep_alive.into());
+        self.http.keep_alive = Some(keep_alive.into());
+        self
+    }
+
+    /// How long a client has, once connected, to send its first request's
+    /// head (default 5 s, as `HttpServer`); a slower client gets
+    /// `408 Request Timeout` and its connection is closed, so that a
+    /// connection that says nothing does not hold a worker's place. Zero
+    /// turns the timeout off.
+    pub fn client_request_timeout(mut self, timeout: Duration) -> Self {
+        self.http.client_request_timeout = timeout;
+        self
+    }
+
+    /// How long a connection may take to shut down after its last response
+    /// (default 1 s, as `HttpServer`). Zero turns the timeout off.
+    pub fn client_disconnect_timeout(mut self, timeout: Duration) -> Self {
+        self.http.client_disconnect_timeout = timeout;
         self
     }
 
@@ -292,7 +324,7 @@ where
         let acceptor = Acceptor {
             factory: self.factory,
             reporter,
-            keep_alive: self.keep_alive,
+            http: self.http,
             max_connections: self.max_connections,
             addr,
             shared: shared.clone(),
@@ -350,7 +382,7 @@ struct Shared {
 struct Acceptor<F> {
     factory: F,
     reporter: Reporter,
-    keep_alive: Option<KeepAlive>,
+    http: Http,
     max_connections: usize,
     addr: SocketAddr,
     shared: Arc<Shared>,
@@ -361,7 +393,7 @@ impl<F: Clone> Clone for Acceptor<F> {
         Acceptor {
             factory: self.factory.clone(),
             reporter: self.reporter.clone(),
-            keep_alive: self.keep_alive,
+            http: self.http,
             max_connections: self.max_connections,
             addr: self.addr,
             shared: self.shared.clone(),
@@ -408,7 +440,7 @@ where
         let Acceptor {
             factory,
             reporter,
-            keep_alive,
+            http: settings,
             max_connections,
             addr,
             shared,
@@ -429,9 +461,10 @@ where
         // with them; this is the one actix-web keeps for actix-test.
         let app_config = AppConfig::__priv_test_new(false, addr.to_string(), addr);
         let mut http = HttpService::build()
-            .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
+            .client_request_timeout(settings.client_request_timeout)
+            .client_disconnect_timeout(settings.client_disconnect_timeout)
             .local_addr(addr);
-        if let Some(keep_alive) = keep_alive {
+        if let Some(keep_alive) = settings.keep_alive {
             http = http.keep_alive(keep_alive);
         }
         let factory = http
@@ -1519,7 +1552,11 @@ mod tests {
                 tracker,
                 status_path: None,
             },
-            keep_alive: None,
+            http: Http {
+                keep_alive: None,
+                client_request_timeout: CLIENT_REQUEST_TIMEOUT,
+                client_disconnect_timeout: CLIENT_DISCONNECT_TIMEOUT,
+            },
             max_connections,
             addr,
             shared: shared.clone(),
@@ -1640,6 +1677,39 @@ mod tests {
             drop(first);
             let answer = second.await.unwrap();
             assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        });
+    }
+
+    #[test]
+    fn a_client_that_sends_no_request_is_timed_out() {
+        use std::io::Read;
+        let (mut acceptor, listener, shared, _notes) = acceptor(
+            || App::new().route("/", actix_web::web::get().to(|| async { "hi" })),
+            MAX_CONNECTIONS,
+        );
+        acceptor.http.client_request_timeout = Duration::from_millis(200);
+        let addr = acceptor.addr;
+        let (_stop, stopped) = watch::channel(false);
+        actix_rt::System::new().block_on(async move {
+            actix_rt::spawn(acceptor.serve(listener, stopped));
+            let (answer, waited) = actix_rt::task::spawn_blocking(move || {
+                let started = Instant::now();
+                let mut idle = std::net::TcpStream::connect(addr).unwrap();
+                idle.set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                let mut answer = String::new();
+                // Sends nothing; reads until the server closes.
+                let _ = idle.read_to_string(&mut answer);
+                (answer, started.elapsed())
+            })
+            .await
+            .unwrap();
+            assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+            assert!(waited < Duration::from_secs(5), "closed after {waited:?}");
+            eventually("the connection to be let go", || {
+                shared.connections.load(Ordering::Acquire) == 0
+            })
+            .await;
         });
     }
 
