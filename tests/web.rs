@@ -171,6 +171,15 @@ fn load_while_recycling(threads: usize) {
         }),
         "a worker stayed busy: {last:#}"
     );
+    // Every request reaches the counter: a retiring worker (`e`, so not
+    // busy above) counts the last ones it answered as it exits.
+    assert!(
+        wait_until(DEADLINE, || {
+            last = json_status(&d);
+            last["counters"]["requests"].as_f64().unwrap() >= sent
+        }),
+        "requests not all counted: {last:#}"
+    );
 
     // JSON: the report's own fields, counters kept across recycling.
     let json = json_status(&d);
