@@ -254,18 +254,20 @@ fn foreign_children_are_reaped_and_terminated_at_shutdown() {
 
 #[test]
 fn a_foreign_child_that_ignores_term_is_killed_after_the_timeout() {
+    // The child says when it ignores TERM: a TERM before that would end it
+    // at once, and the timeout would not be tested.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let trapped = dir.path().join("trapped");
+    let command = format!("trap '' TERM; : > '{}'; exec sleep 1000", trapped.display());
     let d = Daemon::start(
         "forking",
-        &[
-            "--foreign-child",
-            "trap '' TERM; exec sleep 1000",
-            "--shutdown-timeout",
-            "1",
-        ],
+        &["--foreign-child", &command, "--shutdown-timeout", "1"],
     );
-    assert!(wait_until(DEADLINE, || d
-        .log_text()
-        .contains("foreign child started")));
+    assert!(
+        wait_until(DEADLINE, || trapped.exists()),
+        "the foreign child never ignored TERM\n{}",
+        d.report()
+    );
     d.signal(Signal::SIGTERM);
     assert!(
         matches!(d.wait_exit(), WaitStatus::Exited(_, 0)),
