@@ -337,6 +337,90 @@ fn shutdown_finishes_a_long_request_in_flight() {
 }
 
 #[test]
+fn reloads_under_http_load_lose_no_request() {
+    // SIGUSR1 replaces every worker while clients keep sending requests,
+    // on keep-alive connections and on a new connection per request: each
+    // retiring worker stops accepting, finishes what it accepted, closes
+    // its keep-alive connections after their current response, and the
+    // others (old or new) take the rest from the shared listener.
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let d = Daemon::start(
+        "hello_prefork",
+        &[
+            "--start-children",
+            "2",
+            "--max-children",
+            "4",
+            "--keep-alive",
+            "2",
+        ],
+    );
+    let first: BTreeSet<i32> = d.wait_workers(2).into_iter().collect();
+    let port = d.port;
+    let done = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let clients: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (done, served, failures) = (done.clone(), served.clone(), failures.clone());
+            thread::spawn(move || {
+                let agent = agent(t != 0);
+                while !done.load(Ordering::Relaxed) {
+                    match get(&agent, port, "/pid") {
+                        Ok((200, body)) if body.trim().parse::<u32>().is_ok() => {
+                            served.fetch_add(1, Ordering::Relaxed);
+                        }
+                        other => failures.lock().unwrap().push(format!("{other:?}")),
+                    }
+                }
+            })
+        })
+        .collect();
+    // 20 reloads, each once the clients have been served 50 more times.
+    for _ in 0..20 {
+        let before = served.load(Ordering::Relaxed);
+        d.signal(Signal::SIGUSR1);
+        assert!(
+            wait_until(DEADLINE, || served.load(Ordering::Relaxed) >= before + 50),
+            "clients stalled\n{}",
+            d.report()
+        );
+    }
+    done.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().expect("client thread");
+    }
+    let failures = failures.lock().unwrap().clone();
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed: {failures:#?}\n{}",
+        failures.len(),
+        served.load(Ordering::Relaxed) + failures.len(),
+        d.report()
+    );
+    // The first workers were replaced.
+    assert!(
+        wait_until(DEADLINE, || d
+            .workers()
+            .iter()
+            .all(|pid| !first.contains(pid))),
+        "a worker from before the reloads is still there: {:?} of {first:?}\n{}",
+        d.workers(),
+        d.report()
+    );
+    eprintln!(
+        "{} requests over 20 reloads",
+        served.load(Ordering::Relaxed)
+    );
+    d.signal(Signal::SIGTERM);
+    assert!(
+        matches!(d.wait_exit(), WaitStatus::Exited(_, 0)),
+        "{}",
+        d.report()
+    );
+}
+
+#[test]
 fn bad_flags_exit_2_before_anything_starts() {
     for args in [
         &["--threads", "0"][..],
