@@ -341,7 +341,7 @@ where
             let (acceptor, stopped) = (acceptor.clone(), stopped.clone());
             // The accept loop is not `Send`: it is built on the thread.
             let started = arbiter.spawn_fn(move || {
-                actix_rt::spawn(acceptor.serve(copy, stopped));
+                actix_rt::spawn(Self::serve(acceptor, copy, stopped));
             });
             if !started {
                 // Its thread is gone: the worker cannot serve as asked.
@@ -351,7 +351,7 @@ where
         }
         debug!(log, "web server starting"; "threads" => self.threads, "addr" => %addr,
             "limit" => ?tracker.lock().limit);
-        actix_rt::spawn(acceptor.serve(listener, stopped));
+        actix_rt::spawn(Self::serve(acceptor, listener, stopped));
         WebWorker {
             stop,
             shared,
@@ -363,80 +363,17 @@ where
         .start();
         Ok(())
     }
-}
 
-/// What the acceptors of one worker share.
-struct Shared {
-    /// Open connections (one [`ConnectionGuard`] each).
-    connections: AtomicUsize,
-    /// Acceptors still accepting.
-    acceptors: AtomicUsize,
-    /// Acceptors not yet accepting: the worker is ready at 0.
-    starting: AtomicUsize,
-    board: Option<crate::scoreboard::Scoreboard>,
-    tracker: Arc<Tracker>,
-    log: Logger,
-}
-
-/// One thread's accept loop and HTTP service.
-struct Acceptor<F> {
-    factory: F,
-    reporter: Reporter,
-    http: Http,
-    max_connections: usize,
-    addr: SocketAddr,
-    shared: Arc<Shared>,
-}
-
-impl<F: Clone> Clone for Acceptor<F> {
-    fn clone(&self) -> Self {
-        Acceptor {
-            factory: self.factory.clone(),
-            reporter: self.reporter.clone(),
-            http: self.http,
-            max_connections: self.max_connections,
-            addr: self.addr,
-            shared: self.shared.clone(),
-        }
-    }
-}
-
-/// What an accept loop waits for.
-enum Next {
-    Stop,
-    /// The service failed its readiness check.
-    Broken(actix_http::error::DispatchError),
-    Accepted(io::Result<(actix_rt::net::TcpStream, SocketAddr)>),
-}
-
-/// One thread's open connections, against its limit: an acceptor at the
-/// limit leaves new connections in the listen queue, for other workers,
-/// until one of its own closes.
-#[derive(Default)]
-struct Local {
-    open: std::cell::Cell<usize>,
-    /// The acceptor waiting for a connection to close.
-    waiting: std::cell::Cell<Option<std::task::Waker>>,
-}
-
-impl<F, T, B> Acceptor<F>
-where
-    F: Fn() -> App<T> + Send + Clone + 'static,
-    T: ServiceFactory<
-            ServiceRequest,
-            Config = (),
-            Response = ServiceResponse<B>,
-            Error = actix_web::Error,
-            InitError = (),
-        > + 'static,
-    B: MessageBody + 'static,
-{
     /// Builds this thread's application and accepts on `listener` until
     /// `stopped` changes, serving each connection on this thread. If the
     /// application cannot be built, the listener cannot be registered, the
     /// service fails its readiness check or this task panics, the worker
     /// exits with status 1 (and the supervisor replaces it).
-    async fn serve(self, listener: TcpListener, mut stopped: watch::Receiver<bool>) {
+    async fn serve(
+        acceptor: Acceptor<F>,
+        listener: TcpListener,
+        mut stopped: watch::Receiver<bool>,
+    ) {
         let Acceptor {
             factory,
             reporter,
@@ -444,7 +381,7 @@ where
             max_connections,
             addr,
             shared,
-        } = self;
+        } = acceptor;
         let log = shared.log.clone();
         // However this ends, the worker's drain no longer waits for it; if
         // it ends other than by a stop, the worker exits.
@@ -545,6 +482,60 @@ where
             });
         }
     }
+}
+
+/// What the acceptors of one worker share.
+struct Shared {
+    /// Open connections (one [`ConnectionGuard`] each).
+    connections: AtomicUsize,
+    /// Acceptors still accepting.
+    acceptors: AtomicUsize,
+    /// Acceptors not yet accepting: the worker is ready at 0.
+    starting: AtomicUsize,
+    board: Option<crate::scoreboard::Scoreboard>,
+    tracker: Arc<Tracker>,
+    log: Logger,
+}
+
+/// One thread's accept loop and HTTP service.
+struct Acceptor<F> {
+    factory: F,
+    reporter: Reporter,
+    http: Http,
+    max_connections: usize,
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+impl<F: Clone> Clone for Acceptor<F> {
+    fn clone(&self) -> Self {
+        Acceptor {
+            factory: self.factory.clone(),
+            reporter: self.reporter.clone(),
+            http: self.http,
+            max_connections: self.max_connections,
+            addr: self.addr,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// What an accept loop waits for.
+enum Next {
+    Stop,
+    /// The service failed its readiness check.
+    Broken(actix_http::error::DispatchError),
+    Accepted(io::Result<(actix_rt::net::TcpStream, SocketAddr)>),
+}
+
+/// One thread's open connections, against its limit: an acceptor at the
+/// limit leaves new connections in the listen queue, for other workers,
+/// until one of its own closes.
+#[derive(Default)]
+struct Local {
+    open: std::cell::Cell<usize>,
+    /// The acceptor waiting for a connection to close.
+    waiting: std::cell::Cell<Option<std::task::Waker>>,
 }
 
 /// An acceptor still accepting (or starting), counted in
@@ -1595,7 +1586,7 @@ mod tests {
         let (stop, stopped) = watch::channel(false);
         let system = actix_rt::System::new();
         system.block_on(async move {
-            actix_rt::spawn(acceptor.serve(listener, stopped));
+            actix_rt::spawn(Server::serve(acceptor, listener, stopped));
             eventually("ready", || take(&notes).contains(&Note::Wait)).await;
             // HTTP/1.0 without a Host header: the host is the listener's,
             // as `HttpServer` gives it.
@@ -1620,12 +1611,9 @@ mod tests {
             // It let go of its listener (here the only copy).
             let refused = std::net::TcpStream::connect(addr).unwrap_err();
             assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
-            // A stopped acceptor leaves the worker running: the first stop
-            // the system sees is this one.
-            actix_rt::spawn(async {
-                actix_rt::time::sleep(Duration::from_millis(50)).await;
-                System::current().stop_with_code(0);
-            });
+            // A stopped acceptor leaves the worker running: it has ended
+            // (its drop ran), and the first stop the system sees is this one.
+            System::current().stop_with_code(0);
         });
         assert_eq!(system.run_with_code().unwrap(), 0);
     }
@@ -1640,7 +1628,7 @@ mod tests {
         let addr = acceptor.addr;
         let (_stop, stopped) = watch::channel(false);
         actix_rt::System::new().block_on(async move {
-            actix_rt::spawn(acceptor.serve(listener, stopped));
+            actix_rt::spawn(Server::serve(acceptor, listener, stopped));
             // One keep-alive connection, answered and left open: the
             // acceptor is at its limit.
             let (first, answer) = actix_rt::task::spawn_blocking(move || {
@@ -1691,7 +1679,7 @@ mod tests {
         let addr = acceptor.addr;
         let (_stop, stopped) = watch::channel(false);
         actix_rt::System::new().block_on(async move {
-            actix_rt::spawn(acceptor.serve(listener, stopped));
+            actix_rt::spawn(Server::serve(acceptor, listener, stopped));
             let (answer, waited) = actix_rt::task::spawn_blocking(move || {
                 let started = Instant::now();
                 let mut idle = std::net::TcpStream::connect(addr).unwrap();
@@ -1727,7 +1715,7 @@ mod tests {
         let (_stop, stopped) = watch::channel(false);
         let system = actix_rt::System::new();
         system.block_on(async move {
-            actix_rt::spawn(acceptor.serve(listener, stopped));
+            actix_rt::spawn(Server::serve(acceptor, listener, stopped));
             // A bound on the test, not a result: 99 fails it.
             actix_rt::spawn(async {
                 actix_rt::time::sleep(Duration::from_secs(10)).await;
