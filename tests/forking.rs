@@ -306,17 +306,10 @@ fn reloads_under_load_lose_no_request() {
             })
         })
         .collect();
+    let stop = support::StopOnDrop(done.clone());
     // 40 reloads, each once the clients have been served 5 more times.
-    for _ in 0..40 {
-        let before = served.load(Ordering::Relaxed);
-        d.signal(Signal::SIGUSR1);
-        assert!(
-            wait_until(DEADLINE, || served.load(Ordering::Relaxed) >= before + 5),
-            "clients stalled\n{}",
-            d.report()
-        );
-    }
-    done.store(true, Ordering::Relaxed);
+    d.reload_while_serving(&served, 40, 5);
+    drop(stop);
     for c in clients {
         c.join().expect("every connection was served");
     }

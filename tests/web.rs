@@ -63,6 +63,17 @@ fn sample(text: &str, name: &str) -> f64 {
         .unwrap_or_else(|_| panic!("{name} is not a number in\n{text}"))
 }
 
+/// Fails with every failure recorded and the daemon's report.
+fn assert_none_failed(failures: &Mutex<Vec<String>>, d: &Daemon) {
+    let failures = failures.lock().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} requests failed: {failures:#?}\n{}",
+        failures.len(),
+        d.report()
+    );
+}
+
 fn json_status(d: &Daemon) -> serde_json::Value {
     serde_json::from_str(&get_ok(d, "/status?json")).expect("status JSON")
 }
@@ -140,14 +151,7 @@ fn load_while_recycling(threads: usize) {
     for client in clients {
         client.join().expect("client thread");
     }
-    let failures = failures.lock().unwrap().clone();
-    assert!(
-        failures.is_empty(),
-        "{} of {} requests failed: {failures:#?}\n{}",
-        failures.len(),
-        THREADS * PER_THREAD,
-        d.report()
-    );
+    assert_none_failed(&failures, &d);
     let pids = pids.lock().unwrap().clone();
     let sent = (THREADS * PER_THREAD) as f64;
     // 50 requests each: at least 600 / 50 workers served the load.
@@ -376,28 +380,14 @@ fn reloads_under_http_load_lose_no_request() {
             })
         })
         .collect();
+    let stop = support::StopOnDrop(done.clone());
     // 20 reloads, each once the clients have been served 50 more times.
-    for _ in 0..20 {
-        let before = served.load(Ordering::Relaxed);
-        d.signal(Signal::SIGUSR1);
-        assert!(
-            wait_until(DEADLINE, || served.load(Ordering::Relaxed) >= before + 50),
-            "clients stalled\n{}",
-            d.report()
-        );
-    }
-    done.store(true, Ordering::Relaxed);
+    d.reload_while_serving(&served, 20, 50);
+    drop(stop);
     for c in clients {
         c.join().expect("client thread");
     }
-    let failures = failures.lock().unwrap().clone();
-    assert!(
-        failures.is_empty(),
-        "{} of {} requests failed: {failures:#?}\n{}",
-        failures.len(),
-        served.load(Ordering::Relaxed) + failures.len(),
-        d.report()
-    );
+    assert_none_failed(&failures, &d);
     // The first workers were replaced.
     assert!(
         wait_until(DEADLINE, || d

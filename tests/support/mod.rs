@@ -17,6 +17,16 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
+/// Sets its flag when dropped: client threads that loop until it is set
+/// end when their test does, even a failing one.
+pub struct StopOnDrop(pub std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// The default deadline of every wait.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -386,6 +396,27 @@ impl Daemon {
             self.report()
         );
         seen
+    }
+
+    /// Sends `SIGUSR1` (a graceful reload) `reloads` times, each once
+    /// `served` has grown by `per` since the last: the clients behind it
+    /// must keep being served through every reload.
+    pub fn reload_while_serving(
+        &self,
+        served: &std::sync::atomic::AtomicUsize,
+        reloads: usize,
+        per: usize,
+    ) {
+        use std::sync::atomic::Ordering;
+        for _ in 0..reloads {
+            let before = served.load(Ordering::Relaxed);
+            self.signal(Signal::SIGUSR1);
+            assert!(
+                wait_until(DEADLINE, || served.load(Ordering::Relaxed) >= before + per),
+                "clients stalled\n{}",
+                self.report()
+            );
+        }
     }
 
     pub fn signal(&self, sig: Signal) {
