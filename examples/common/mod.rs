@@ -51,10 +51,11 @@ pub struct Args {
     pub ignore_pause: bool,
     pub request_timeout: Option<u64>,
     pub long_request_timeout: Option<u64>,
-    pub max_rss_mib: Option<u64>,
+    /// `--max-rss`, converted from MiB to bytes.
+    pub max_rss: Option<u64>,
     pub cpu_limit: Option<u64>,
     pub cpu_share: Option<u64>,
-    pub max_restarts: Option<u64>,
+    pub max_restarts: Option<u32>,
     pub restart_window: u64,
     pub fault_commands: bool,
     pub panic_at_start: Option<u64>,
@@ -65,6 +66,9 @@ pub struct Args {
     pub privileges_all: bool,
     pub binary_upgrade: bool,
     pub fault_fail_upgrade: bool,
+    /// The flags given on the command line, to name the one behind a
+    /// configuration error.
+    pub given: Vec<String>,
 }
 
 const FLAGS: &str = "[PORT] [--foreground] [--logfile PATH] [--start-children N] [--min-spare N] \
@@ -93,7 +97,7 @@ fn parse(defaults: &Defaults) -> Result<Args, String> {
         ignore_pause: false,
         request_timeout: None,
         long_request_timeout: None,
-        max_rss_mib: None,
+        max_rss: None,
         cpu_limit: None,
         cpu_share: None,
         max_restarts: None,
@@ -107,14 +111,24 @@ fn parse(defaults: &Defaults) -> Result<Args, String> {
         privileges_all: false,
         binary_upgrade: false,
         fault_fail_upgrade: false,
+        given: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     let mut port_seen = false;
     while let Some(arg) = it.next() {
+        if arg.starts_with("--") {
+            args.given.push(arg.clone());
+        }
         let mut value = |flag: &str| -> Result<u64, String> {
             let v = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
             v.parse::<u64>()
                 .map_err(|_| format!("{flag}: {v:?} is not a whole number"))
+        };
+        // Counts are converted without wrapping or truncating; the builder
+        // then checks each against its bound (`build` below).
+        let mut count = |flag: &str| -> Result<usize, String> {
+            let n = value(flag)?;
+            usize::try_from(n).map_err(|_| too_large(flag, n, usize::MAX))
         };
         match arg.as_str() {
             "--foreground" => args.foreground = true,
@@ -127,21 +141,31 @@ fn parse(defaults: &Defaults) -> Result<Args, String> {
                 let v = it.next().ok_or("--logfile needs a value")?;
                 args.logfile = cwd.join(v);
             }
-            "--start-children" => args.start_children = Some(value(&arg)? as usize),
-            "--min-spare" => args.min_spare = Some(value(&arg)? as usize),
-            "--max-spare" => args.max_spare = Some(value(&arg)? as usize),
-            "--max-children" => args.max_children = Some(value(&arg)? as usize),
+            "--start-children" => args.start_children = Some(count(&arg)?),
+            "--min-spare" => args.min_spare = Some(count(&arg)?),
+            "--max-spare" => args.max_spare = Some(count(&arg)?),
+            "--max-children" => args.max_children = Some(count(&arg)?),
             "--requests" => args.requests = Some(value(&arg)?).filter(|&n| n > 0),
             "--requests-jitter" => args.requests_jitter = Some(value(&arg)?),
-            "--warm-workers" => args.warm_workers = Some(value(&arg)? as usize),
+            "--warm-workers" => args.warm_workers = Some(count(&arg)?),
             "--babysit" => args.babysit = Some(value(&arg)?),
             "--shutdown-timeout" => args.shutdown_timeout = Some(value(&arg)?),
             "--request-timeout" => args.request_timeout = Some(value(&arg)?),
             "--long-request-timeout" => args.long_request_timeout = Some(value(&arg)?),
-            "--max-rss" => args.max_rss_mib = Some(value(&arg)?),
+            "--max-rss" => {
+                let mib = value(&arg)?;
+                let bytes = mib
+                    .checked_mul(1 << 20)
+                    .ok_or_else(|| too_large("--max-rss", mib, u64::MAX >> 20))?;
+                args.max_rss = Some(bytes);
+            }
             "--cpu-limit" => args.cpu_limit = Some(value(&arg)?),
             "--cpu-share" => args.cpu_share = Some(value(&arg)?),
-            "--max-restarts" => args.max_restarts = Some(value(&arg)?),
+            "--max-restarts" => {
+                let n = value(&arg)?;
+                let n = u32::try_from(n).map_err(|_| too_large(&arg, n, u32::MAX))?;
+                args.max_restarts = Some(n);
+            }
             "--restart-window" => args.restart_window = value(&arg)?,
             "--fault-commands" => args.fault_commands = true,
             "--binary-upgrade" => args.binary_upgrade = true,
@@ -172,6 +196,34 @@ fn parse(defaults: &Defaults) -> Result<Args, String> {
         }
     }
     Ok(args)
+}
+
+/// A flag's value that does not fit the type its setter takes.
+fn too_large(flag: &str, n: u64, max: impl std::fmt::Display) -> String {
+    format!("{flag}: {n} is above the limit of {max}")
+}
+
+/// Prints a configuration error, naming the flag behind it if the command
+/// line gave it, and returns exit status 2.
+fn config_error(name: &str, err: &actix_daemon::Error, given: &[String]) -> ExitCode {
+    use actix_daemon::Error;
+    let param = match err {
+        Error::Zero(param)
+        | Error::OutOfRange { param, .. }
+        | Error::WrongMode { param, .. }
+        | Error::Needs { param, .. }
+        | Error::AboveMaxChildren { what: param, .. } => Some(*param),
+        _ => None,
+    };
+    let flag = param.map(|param| match param {
+        "max_restarts window" => "--restart-window".to_owned(),
+        param => format!("--{}", param.replace('_', "-")),
+    });
+    match flag.filter(|flag| given.contains(flag)) {
+        Some(flag) => eprintln!("{name}: {flag}: {err}"),
+        None => eprintln!("{name}: {err}"),
+    }
+    ExitCode::from(2)
 }
 
 /// Parses the command line, binds, prints `PORT=<n>`, builds and runs the
@@ -237,25 +289,26 @@ pub fn main(defaults: Defaults) -> ExitCode {
     if let Some(secs) = args.long_request_timeout {
         builder = builder.long_request_timeout(Duration::from_secs(secs));
     }
-    if let Some(mib) = args.max_rss_mib {
-        builder = builder.max_rss(mib << 20);
+    if let Some(bytes) = args.max_rss {
+        builder = builder.max_rss(bytes);
     }
     if let Some(secs) = args.cpu_limit {
         builder = builder.cpu_limit(Duration::from_secs(secs));
     }
     if let Some(percent) = args.cpu_share {
+        // Rounds above 2^53, but never across the builder's bound (409,600
+        // is exact), so a value it would refuse is still refused.
         builder = builder.cpu_share(percent as f64);
     }
     if let Some(n) = args.max_restarts {
-        builder = builder.max_restarts(n as u32, Duration::from_secs(args.restart_window));
+        builder = builder.max_restarts(n, Duration::from_secs(args.restart_window));
     }
     if let Some(secs) = args.shutdown_timeout {
         builder = builder.shutdown_timeout(Duration::from_secs(secs));
     }
-    // Validate before binding anything.
+    // Validate before binding or forking anything.
     if let Err(err) = builder.clone().build() {
-        eprintln!("{}: {err}", defaults.name);
-        return ExitCode::from(2);
+        return config_error(defaults.name, &err, &args.given);
     }
     if args.fault_fail_upgrade && std::env::var_os("ACTIX_DAEMON_UPGRADE_FDS").is_some() {
         eprintln!(
@@ -289,10 +342,7 @@ pub fn main(defaults: Defaults) -> ExitCode {
     }
     let daemon = match builder.build() {
         Ok(daemon) => daemon,
-        Err(err) => {
-            eprintln!("{}: {err}", defaults.name);
-            return ExitCode::from(2);
-        }
+        Err(err) => return config_error(defaults.name, &err, &args.given),
     };
     println!("PORT={port}");
     let _ = std::io::stdout().flush();
