@@ -26,10 +26,11 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use nix::sys::signal::Signal;
-use slog::{Logger, debug, warn};
+use nix::unistd::Pid;
+use slog::{Logger, debug};
 
-use crate::daemon::{BabysitFree, DaemonActor};
-use crate::scoreboard::{Counter, Scoreboard, SlotId, SlotSnapshot};
+use crate::daemon::{Babysat, DaemonActor, Roster};
+use crate::scoreboard::{Counter, SlotId, SlotSnapshot};
 use crate::state::SlotState;
 
 /// The babysitter's limits, from the configuration.
@@ -94,7 +95,7 @@ pub(crate) enum Reason {
 }
 
 impl Reason {
-    fn describe(&self) -> (&'static str, String, String) {
+    pub(crate) fn describe(&self) -> (&'static str, String, String) {
         match *self {
             Reason::CpuTotal { used, limit } => (
                 "rogue: total CPU time over the limit",
@@ -119,7 +120,7 @@ impl Reason {
         }
     }
 
-    fn counter(&self) -> Counter {
+    pub(crate) fn counter(&self) -> Counter {
         match self {
             Reason::CpuTotal { .. } | Reason::CpuShare { .. } => Counter::Rogue,
             Reason::HungRequest { .. } | Reason::HungLong { .. } => Counter::Hung,
@@ -329,12 +330,16 @@ impl Policy {
 }
 
 /// The supervisor's babysitter: started by its `DaemonActor` when `babysit`
-/// is set, runs the babysitting rules (see the module docs and the book) every interval and carries out its actions.
+/// is set, runs the babysitting rules (see the module docs and the book)
+/// every interval. It looks at the workers the supervisor's registry holds
+/// (their pids from the registry, never from the scoreboard) and sends its
+/// decisions back to the `DaemonActor`, which carries them out through each
+/// worker's pidfd.
 pub struct BabysitterActor {
     policy: Policy,
-    board: Scoreboard,
     log: Logger,
     daemon: Addr<DaemonActor>,
+    looking: bool,
 }
 
 impl std::fmt::Debug for BabysitterActor {
@@ -348,79 +353,46 @@ impl std::fmt::Debug for BabysitterActor {
 impl BabysitterActor {
     pub(crate) fn new(
         limits: BabysitLimits,
-        board: Scoreboard,
         log: Logger,
         daemon: Addr<DaemonActor>,
     ) -> BabysitterActor {
         BabysitterActor {
             policy: Policy::new(limits),
-            board,
             log,
             daemon,
+            looking: false,
         }
     }
 
-    fn look(&mut self) {
-        let slots = self.board.snapshots();
-        for action in self.policy.tick(Instant::now(), &slots, &Procfs) {
-            self.act(action);
+    fn look(&mut self, ctx: &mut Context<Self>) {
+        if self.looking {
+            return;
         }
+        self.looking = true;
+        let roster = self.daemon.send(Roster);
+        ctx.spawn(
+            async move { roster.await.unwrap_or_default() }
+                .into_actor(self)
+                .map(|slots, act, _ctx| {
+                    act.looking = false;
+                    let actions = act.policy.tick(Instant::now(), &slots, &Procfs);
+                    if !actions.is_empty() {
+                        act.daemon.do_send(Babysat(actions));
+                    }
+                }),
+        );
     }
+}
 
-    fn act(&self, action: Action) {
-        match action {
-            Action::Signal {
-                pid,
-                slot,
-                state,
-                signal,
-                step,
-                reason,
-            } => {
-                let (what, value, limit) = reason.describe();
-                warn!(self.log, "babysitter: {}", what;
-                    "worker" => pid, "slot" => slot, "state" => %state.letter(),
-                    "value" => value, "limit" => limit, "signal" => signal.as_str(), "step" => step);
-                if step == 1 {
-                    self.board.count(reason.counter());
-                }
-                crate::process::send_signal(pid, signal);
-            }
-            Action::Retire {
-                pid,
-                slot,
-                state,
-                rss,
-                limit,
-            } => {
-                warn!(self.log, "babysitter: resident memory over the limit, retiring";
-                    "worker" => pid, "slot" => slot, "state" => %state.letter(),
-                    "value" => format!("{} KiB", rss / 1024), "limit" => format!("{} KiB", limit / 1024),
-                    "signal" => "SIGTERM");
-                self.board.count(Counter::Memory);
-                self.daemon.do_send(BabysitFree {
-                    pid,
-                    slot,
-                    free: false,
-                });
-                crate::process::send_signal(pid, Signal::SIGTERM);
-            }
-            Action::Free {
-                pid,
-                slot,
-                state,
-                why,
-            } => {
-                warn!(self.log, "babysitter: freeing the slot"; "why" => why,
-                    "worker" => pid, "slot" => slot, "state" => %state.letter());
-                self.board.count(Counter::Vanished);
-                self.daemon.do_send(BabysitFree {
-                    pid,
-                    slot,
-                    free: true,
-                });
-            }
-        }
+impl Action {
+    /// The slot and the pid the action is about.
+    pub(crate) fn target(&self) -> (SlotId, Pid) {
+        let (slot, pid) = match *self {
+            Action::Signal { slot, pid, .. }
+            | Action::Retire { slot, pid, .. }
+            | Action::Free { slot, pid, .. } => (slot, pid),
+        };
+        (slot, Pid::from_raw(pid))
     }
 }
 
@@ -430,7 +402,7 @@ impl Actor for BabysitterActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         debug!(self.log, "babysitter started";
             "interval" => format!("{:?}", self.policy.limits.interval));
-        ctx.run_interval(self.policy.limits.interval, |act, _ctx| act.look());
+        ctx.run_interval(self.policy.limits.interval, |act, ctx| act.look(ctx));
     }
 }
 

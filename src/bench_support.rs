@@ -120,7 +120,7 @@ impl Pool {
             board: self.board.clone(),
             wake: self.wake.clone(),
             slot,
-            supervisor_pid: pid,
+            supervisor_pid: nix::unistd::Pid::from_raw(pid as i32),
             dispatch: None,
         })
     }

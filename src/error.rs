@@ -157,6 +157,26 @@ pub enum Error {
         /// How it ended.
         status: String,
     },
+    /// The spawner did not answer a spawn request within `spawn_timeout`
+    /// (stopped, or stuck in a fork); the supervisor ended it and shut down.
+    #[error("the spawner (pid {pid}) left a spawn request unanswered for {waited:?}")]
+    SpawnerStuck {
+        /// The spawner's pid.
+        pid: i32,
+        /// How long the oldest request had waited.
+        waited: std::time::Duration,
+    },
+    /// The kernel does not offer pidfds (Linux 5.3 or later is needed), or
+    /// a seccomp filter forbids them: the supervisor would have no safe way
+    /// to signal its children.
+    #[error("{call} is not available: Linux 5.3 or later is needed")]
+    PidfdUnsupported {
+        /// `pidfd_open` or `pidfd_send_signal`.
+        call: &'static str,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
     /// A payload's data or file descriptors are over the limits of the
     /// socket that carries requests to workers.
     #[error("payload too large: {what} is {size}, at most {limit}")]

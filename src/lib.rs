@@ -119,9 +119,11 @@ mod scoreboard;
 mod signals;
 mod state;
 mod status;
+mod supervisor;
 mod systemd;
 #[cfg(feature = "web")]
 pub mod web;
+mod worker;
 
 use std::os::fd::AsRawFd;
 use std::panic::AssertUnwindSafe;
@@ -132,7 +134,7 @@ use actix::registry::SystemRegistry;
 use slog::{Logger, error, o};
 
 pub use crate::babysitter::{BabysitLimits, BabysitterActor};
-pub use crate::config::{Config, CrashPolicy, DaemonBuilder, Mode, PreFork};
+pub use crate::config::{Config, CrashPolicy, DaemonBuilder, MAX_CHILDREN, Mode, PreFork};
 pub use crate::daemon::DaemonActor;
 pub use crate::error::{Error, Result};
 pub use crate::logging::logger;
@@ -251,6 +253,7 @@ impl Daemon {
         F: FnOnce(&Process) + 'static,
     {
         process::check_preconditions()?;
+        process::pidfd::check_support()?;
         process::check_workdir(&self.config)?;
         if let Ok(dir) = std::env::current_dir() {
             let _ = process::LAUNCH_DIR.set(dir);
@@ -341,7 +344,7 @@ where
         other => other,
     };
     let mode = config.mode().clone();
-    let supervisor = std::process::id();
+    let supervisor = nix::unistd::getpid();
     let (board, wake, spawner, dispatch, init) = if mode.has_workers() {
         let board = Scoreboard::new(mode.max_children())?;
         let wake = Arc::new(Wake::new()?);
@@ -359,7 +362,7 @@ where
             config: config.clone(),
             board: board.clone(),
             wake: wake.clone(),
-            supervisor: supervisor as i32,
+            supervisor,
             privileges: spawner_privileges,
             dispatch: workers_end,
         };
@@ -384,7 +387,13 @@ where
     let log = logging::init(
         config,
         logging::Drained::Async,
-        o!("pid" => supervisor, "role" => "supervisor"),
+        o!("pid" => supervisor.as_raw(), "role" => "supervisor"),
+    );
+    // A panic in the supervisor ends every child and reaches the launcher
+    // (see `supervisor::panic`), instead of leaving a deaf supervisor.
+    supervisor::panic::install(
+        config.pidfile().map(std::path::Path::to_owned),
+        config.shutdown_timeout(),
     );
     let outcome = Arc::new(Mutex::new(None));
     let setup = SupervisorSetup {
@@ -432,7 +441,6 @@ where
     if let Some(path) = boot.config.logfile() {
         let _ = process::reopen_logfile(path);
     }
-    boot.board.set_pid(slot, pid as i32);
     boot.board.count(Counter::Spawned);
     boot.board.set_state(slot, SlotState::Starting);
     // A panic anywhere in a worker (tokio would otherwise swallow a panic in
@@ -461,7 +469,7 @@ where
         board: boot.board.clone(),
         wake: boot.wake.clone(),
         slot,
-        supervisor_pid: boot.supervisor as u32,
+        supervisor_pid: boot.supervisor,
         dispatch: boot.dispatch.clone(),
     };
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {

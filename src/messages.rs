@@ -121,10 +121,28 @@ pub enum DaemonSignal {
 pub(crate) enum OsSignal {
     Term,
     Int,
+    Quit,
     Hup,
     Usr2,
     Chld,
     Usr1,
     Ttin,
     Ttou,
+}
+
+impl OsSignal {
+    /// The signal's name, as logs show it.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            OsSignal::Term => "SIGTERM",
+            OsSignal::Int => "SIGINT",
+            OsSignal::Quit => "SIGQUIT",
+            OsSignal::Hup => "SIGHUP",
+            OsSignal::Usr2 => "SIGUSR2",
+            OsSignal::Chld => "SIGCHLD",
+            OsSignal::Usr1 => "SIGUSR1",
+            OsSignal::Ttin => "SIGTTIN",
+            OsSignal::Ttou => "SIGTTOU",
+        }
+    }
 }

@@ -3,18 +3,24 @@
 //!
 //! # Layout
 //!
-//! A [`Header`] (pool counters and the shutdown flag), then one 64-byte
+//! A [`Header`] (pool counters, statistics only: nothing there steers the
+//! supervisor or a worker), then one 64-byte
 //! [`SlotCell`] per possible worker (`max_children` of them). Everything in
 //! the mapping is an atomic integer: no pointer, no lock, nothing whose
 //! validity depends on the process that wrote it.
 //!
 //! # Who writes what
 //!
-//! - The supervisor allocates a slot (`' '` to `F`), records the worker's pid
-//!   once the spawner reports it, frees the slot after reaping the worker,
-//!   and keeps the header's counters.
-//! - A worker writes only its own slot: its pid and state (`f`, `.`, `w`,
-//!   `r`, `l`, `e`) and its request count.
+//! - The supervisor takes a slot its registry does not own (`' '` to `F`),
+//!   records the worker's pid once the spawner reports it, frees the slot
+//!   after reaping the worker, and keeps the header's counters.
+//! - A worker writes its own slot: its state (`f`, `.`, `w`, `r`, `l`, `e`)
+//!   and its request count. Today every worker could write every slot
+//!   (one shared mapping); the supervisor therefore treats the whole board
+//!   as a report: it checks each slot against its registry of children
+//!   (the pid it recorded, states that only move on, counts that only
+//!   grow), retires a worker that wrote nonsense and clears a slot no
+//!   registered worker owns. No pid read from here is ever signalled.
 //! - A worker that crashes leaves its slot as it was; the supervisor frees
 //!   it when it reaps the process, so a crashed worker never leaks a slot.
 //!
@@ -44,8 +50,8 @@ const MAGIC: u64 = 0x6163_7469_785f_6462; // "actix_db"
 struct Header {
     magic: u64,
     slots: u64,
-    shutdown: AtomicU32,
-    _pad: u32,
+    killed_externally: AtomicU64,
+    misbehaved: AtomicU64,
     spawned: AtomicU64,
     exited: AtomicU64,
     retired: AtomicU64,
@@ -120,6 +126,14 @@ pub struct SlotSnapshot {
     pub in_state_ms: u64,
 }
 
+/// One slot's words, unchecked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RawSlot {
+    pub(crate) state: u8,
+    pub(crate) pid: i32,
+    pub(crate) requests: u64,
+}
+
 /// The pool's counters, read from the scoreboard.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Counters {
@@ -143,16 +157,22 @@ pub struct Counters {
     pub memory: u64,
     /// Babysitter: slots freed for vanished, zombie or unkillable workers.
     pub vanished: u64,
-    /// Workers that died young (before ready, or within a second, with an
-    /// error).
+    /// Workers that failed before they were ready, or crashed after (a
+    /// crash signal or a non-zero exit).
     pub crashed: u64,
-    /// Young deaths in a row; above 0 the pool is degraded and spawns back off.
+    /// Failures in a row that made spawns back off; above 0 the pool is
+    /// degraded.
     pub crash_streak: u32,
     /// How the last young death ended: an exit code, or minus a signal number.
     pub last_crash: Option<i32>,
     /// Connections accepted by all workers (counted by servers that report
     /// them, such as `actix_daemon::web`).
     pub connections: u64,
+    /// Workers ended by a signal the supervisor did not send (the OOM
+    /// killer, an operator's `kill -9`): replaced at once, no backoff.
+    pub killed_externally: u64,
+    /// Workers retired for writing nonsense into the scoreboard.
+    pub misbehaved: u64,
 }
 
 struct Mapping {
@@ -313,19 +333,35 @@ impl Scoreboard {
             .store(now_ms(), Ordering::Relaxed);
     }
 
-    /// Supervisor: takes the first empty slot and marks it `F`.
+    /// Supervisor: marks `slot` (one its registry does not own) `F`, with
+    /// no pid and no requests.
+    pub(crate) fn init(&self, slot: SlotId) {
+        let cell = self.cell(slot);
+        cell.pid.store(0, Ordering::Relaxed);
+        cell.requests.store(0, Ordering::Relaxed);
+        cell.generation.fetch_add(1, Ordering::Relaxed);
+        self.set_state(slot, SlotState::Forking);
+    }
+
+    /// Tests and benches: takes the first empty slot and marks it `F` (the
+    /// supervisor takes slots by its registry, not by what the board says).
     pub(crate) fn allocate(&self) -> Option<SlotId> {
-        (0..self.slots).map(SlotId).find(|&slot| {
-            let cell = self.cell(slot);
-            if cell.state.load(Ordering::Acquire) != SlotState::Empty as u8 {
-                return false;
-            }
-            cell.pid.store(0, Ordering::Relaxed);
-            cell.requests.store(0, Ordering::Relaxed);
-            cell.generation.fetch_add(1, Ordering::Relaxed);
-            self.set_state(slot, SlotState::Forking);
-            true
-        })
+        let slot = (0..self.slots)
+            .map(SlotId)
+            .find(|&slot| self.state(slot) == SlotState::Empty)?;
+        self.init(slot);
+        Some(slot)
+    }
+
+    /// What a slot holds, as raw as it was written (the supervisor checks
+    /// it against its registry).
+    pub(crate) fn raw(&self, slot: SlotId) -> RawSlot {
+        let cell = self.cell(slot);
+        RawSlot {
+            state: cell.state.load(Ordering::Acquire),
+            pid: cell.pid.load(Ordering::Relaxed),
+            requests: cell.requests.load(Ordering::Relaxed),
+        }
     }
 
     /// Supervisor: frees a slot after its worker was reaped.
@@ -364,6 +400,7 @@ impl Scoreboard {
     }
 
     /// How many slots are in each state, indexed by `SlotState as usize`.
+    #[cfg(test)]
     pub(crate) fn tally(&self) -> [usize; 8] {
         let mut tally = [0; 8];
         for i in 0..self.slots {
@@ -393,6 +430,8 @@ impl Scoreboard {
                 _ => Some(h.last_crash.load(Ordering::Relaxed)),
             },
             connections: h.connections.load(Ordering::Relaxed),
+            killed_externally: h.killed_externally.load(Ordering::Relaxed),
+            misbehaved: h.misbehaved.load(Ordering::Relaxed),
         }
     }
 
@@ -410,6 +449,8 @@ impl Scoreboard {
             Counter::Vanished => &h.vanished,
             Counter::Connections => &h.connections,
             Counter::Claimed => &h.claimed,
+            Counter::KilledExternally => &h.killed_externally,
+            Counter::Misbehaved => &h.misbehaved,
         };
         c.fetch_add(1, Ordering::Relaxed);
     }
@@ -465,15 +506,6 @@ impl Scoreboard {
         (max > 0).then(|| (h.min_spare.load(Ordering::Relaxed) as usize, max))
     }
 
-    /// Supervisor: tells workers that start from now on to exit at once.
-    pub(crate) fn set_shutdown(&self) {
-        self.header().shutdown.store(1, Ordering::Release);
-    }
-
-    pub(crate) fn is_shutdown(&self) -> bool {
-        self.header().shutdown.load(Ordering::Acquire) != 0
-    }
-
     /// The `Slots [ ... ]` line of the status report.
     pub fn slots_line(&self) -> String {
         let mut line = String::with_capacity(8 + 2 * self.slots);
@@ -503,6 +535,10 @@ pub(crate) enum Counter {
     Connections,
     /// Fork per request: requests taken from the dispatch socket.
     Claimed,
+    /// A worker ended by a signal the supervisor did not send.
+    KilledExternally,
+    /// A worker retired for writing nonsense.
+    Misbehaved,
 }
 
 #[cfg(test)]

@@ -46,6 +46,7 @@ pub(crate) fn listen(addr: Addr<DaemonActor>, log: &Logger, supervisor: bool) {
     for (kind, msg) in [
         (SignalKind::terminate(), OsSignal::Term),
         (SignalKind::interrupt(), OsSignal::Int),
+        (SignalKind::quit(), OsSignal::Quit),
         (SignalKind::hangup(), OsSignal::Hup),
         (SignalKind::user_defined2(), OsSignal::Usr2),
         (SignalKind::child(), OsSignal::Chld),

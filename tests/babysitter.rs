@@ -192,7 +192,8 @@ fn workers_that_panic_at_start_back_off_and_the_pool_recovers() {
         d.report()
     );
     let log = d.log_text();
-    let degraded = log.matches("a worker died young: pool degraded").count();
+    let degraded = log.matches("worker failed before it was ready").count();
+    assert!(log.contains("pool degraded: backing off"), "{log}");
     assert!(degraded >= 4, "{degraded}\n{log}");
     let forks = log.matches("worker forked").count();
     assert!(forks <= 8, "a fork storm: {forks} forks\n{log}");

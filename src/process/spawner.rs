@@ -1,0 +1,305 @@
+//! The spawner: its fork, its loop, and the set-up of each worker.
+
+use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::sys::prctl;
+use nix::sys::signal::{SigHandler, Signal, signal};
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+#[cfg(test)]
+use nix::sys::wait::waitpid;
+use nix::unistd::{ForkResult, Pid, getppid};
+
+use super::channel::Wake;
+use super::pidfd::Pidfd;
+use super::wire::{self, SpawnReply, SpawnRequest};
+use super::{EXIT_ORPHAN, error_chain, reopen_logfile, set_process_name};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::scoreboard::{Scoreboard, SlotId};
+
+/// What the spawner ignores: a terminal's Ctrl-C or job control, and the
+/// signals meant for the supervisor, must not end or stop it; SIGCHLD so
+/// that the kernel reaps its intermediates.
+const SPAWNER_IGNORES: [Signal; 9] = [
+    Signal::SIGCHLD,
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGQUIT,
+    Signal::SIGTTIN,
+    Signal::SIGTTOU,
+];
+
+/// What a new worker gets back at once: the default action of SIGCHLD,
+/// SIGINT and SIGTERM. SIGHUP, SIGUSR1, SIGUSR2 and SIGQUIT stay ignored
+/// until the worker's runtime installs its handlers (a HUP sent by log
+/// rotation while a worker starts must not kill it), and job control
+/// (SIGTTIN, SIGTTOU) stays ignored for good.
+const WORKER_DEFAULTS: [Signal; 3] = [Signal::SIGCHLD, Signal::SIGINT, Signal::SIGTERM];
+
+/// Sets `handler` for `signals`.
+fn set_signals(signals: &[Signal], handler: SigHandler) {
+    for &sig in signals {
+        // SAFETY: only SIG_DFL and SIG_IGN are passed, which install no
+        // handler code; the caller is single-threaded (spawner, worker
+        // before its runtime).
+        let _ = unsafe { signal(sig, handler) };
+    }
+}
+
+/// The supervisor's handle on the spawner.
+#[derive(Debug)]
+pub(crate) struct SpawnerLink {
+    pub(crate) pidfd: Pidfd,
+    pub(crate) sock: OwnedFd,
+}
+
+/// Everything a worker needs from before the fork, held by the spawner.
+pub(crate) struct WorkerBoot {
+    pub(crate) config: Arc<Config>,
+    pub(crate) board: Scoreboard,
+    pub(crate) wake: Arc<Wake>,
+    pub(crate) supervisor: Pid,
+    pub(crate) privileges: Option<crate::ops::Privileges>,
+    /// Fork per request: the workers' end of the dispatch socket.
+    pub(crate) dispatch: Option<Arc<OwnedFd>>,
+}
+
+/// What a worker's process runs once it is set up: builds the worker's actix
+/// `System`, calls the application, runs. Returns the exit status.
+pub(crate) type WorkerMain<F> = fn(&WorkerBoot, SlotId, F) -> i32;
+
+/// Forks the spawner. In the supervisor, returns the link; in the spawner,
+/// never returns.
+///
+/// `close_in_spawner` are descriptors the spawner must not hold (the
+/// readiness pipe, the pidfile). The supervisor
+/// gets `init` back, to call its own copy.
+pub(crate) fn start_spawner<F: FnOnce(&crate::Process)>(
+    boot: WorkerBoot,
+    close_in_spawner: Vec<RawFd>,
+    worker_main: WorkerMain<F>,
+    init: F,
+) -> Result<(SpawnerLink, F)> {
+    let (sup_end, spawner_end) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|err| Error::sys("socketpair for spawner", err))?;
+    let _ = io::stdout().flush();
+    let _ = io::stderr().flush();
+    // SAFETY: fork site "start_spawner": the supervisor is single-threaded
+    // (checked in `run`) and has not built its runtime yet.
+    match unsafe { nix::unistd::fork() }.map_err(|err| Error::sys("fork spawner", err))? {
+        ForkResult::Parent { child } => {
+            drop(spawner_end);
+            // Race-free: the spawner is our child and nobody has reaped it.
+            let pidfd = Pidfd::open(child).map_err(|err| Error::sys("pidfd_open spawner", err))?;
+            let flags = fcntl(&sup_end, FcntlArg::F_GETFL)
+                .map_err(|err| Error::sys("fcntl spawner socket", err))?;
+            fcntl(
+                &sup_end,
+                FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
+            )
+            .map_err(|err| Error::sys("fcntl spawner socket", err))?;
+            Ok((
+                SpawnerLink {
+                    pidfd,
+                    sock: sup_end,
+                },
+                init,
+            ))
+        }
+        ForkResult::Child => {
+            drop(sup_end);
+            for fd in close_in_spawner {
+                // SAFETY: this is the spawner's copy of the supervisor's
+                // readiness pipe or pidfile; the value that owns the number
+                // in this process's memory is never used or dropped here
+                // (the spawner ends with `_exit`), so this is its only owner.
+                drop(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+            let code = spawner_main(boot, spawner_end, worker_main, init);
+            // SAFETY: _exit ends the spawner without running the
+            // supervisor's atexit handlers or destructors.
+            unsafe { libc::_exit(code) }
+        }
+    }
+}
+
+/// The spawner: a synchronous loop with one thread and no runtime. It forks
+/// a worker per request, and ends when the supervisor's end of the socket
+/// closes or the supervisor dies.
+fn spawner_main<F: FnOnce(&crate::Process)>(
+    boot: WorkerBoot,
+    sock: OwnedFd,
+    worker_main: WorkerMain<F>,
+    init: F,
+) -> i32 {
+    // Privileges first: a credential change clears PR_SET_PDEATHSIG.
+    if let Some(privileges) = &boot.privileges
+        && let Err(err) = privileges.drop_now()
+    {
+        eprintln!("spawner: cannot drop privileges: {}", error_chain(&err));
+        return 1;
+    }
+    // The spawner must not outlive the supervisor. PR_SET_PDEATHSIG set
+    // after the parent died never fires, so check the parent after setting it.
+    let _ = prctl::set_pdeathsig(Signal::SIGKILL);
+    if getppid() != boot.supervisor {
+        return 0;
+    }
+    set_process_name(boot.config.alias(), "-spawner");
+    // Ignoring SIGCHLD, among others, makes the kernel reap the
+    // intermediates: the spawner never waits and never leaves a zombie.
+    set_signals(&SPAWNER_IGNORES, SigHandler::SigIgn);
+    let log = crate::logging::init(
+        &boot.config,
+        crate::logging::Drained::Sync,
+        slog::o!("pid" => std::process::id(), "role" => "spawner"),
+    );
+    slog::debug!(log, "spawner started");
+    let mut init = Some(init);
+    loop {
+        let slot = match wire::recv_request(sock.as_raw_fd()) {
+            Ok(None) => break,
+            Ok(Some(Ok(SpawnRequest::Reopen))) => {
+                if let Some(path) = boot.config.logfile()
+                    && let Err(err) = reopen_logfile(path)
+                {
+                    slog::error!(log, "cannot reopen log file"; "error" => %err);
+                }
+                continue;
+            }
+            Ok(Some(Ok(SpawnRequest::Spawn { slot }))) if slot.0 < boot.board.len() => slot,
+            Ok(Some(Ok(SpawnRequest::Spawn { slot }))) => {
+                slog::error!(log, "spawn request for a slot out of range"; "slot" => slot);
+                continue;
+            }
+            Ok(Some(Err(len))) => {
+                slog::error!(log, "malformed spawn request"; "bytes" => len);
+                continue;
+            }
+            Err(Errno::EINTR) => continue,
+            Err(err) => {
+                slog::error!(log, "spawner socket failed"; "error" => %err);
+                break;
+            }
+        };
+        let reply = |reply: SpawnReply, pidfd: Option<&Pidfd>| {
+            let _ = wire::send_reply(sock.as_raw_fd(), reply, pidfd.map(AsFd::as_fd));
+        };
+        let _ = io::stderr().flush();
+        // SAFETY: fork site "spawner loop", first fork (the intermediate):
+        // the spawner has one thread and never built a runtime.
+        match unsafe { nix::unistd::fork() } {
+            Ok(ForkResult::Parent { .. }) => {
+                // The intermediate exits right after its own fork; with
+                // SIGCHLD ignored the kernel reaps it, and the spawner is
+                // free for the next request at once (no wait4: about
+                // 150 us less per request, benches/fork_shape.rs).
+            }
+            Ok(ForkResult::Child) => {
+                // The worker must stay a zombie, not be reaped by the
+                // kernel, if it dies before this intermediate exits: its
+                // pid then cannot be reused before its pidfd is open.
+                set_signals(&[Signal::SIGCHLD], SigHandler::SigDfl);
+                // SAFETY: fork site "spawner loop", second fork (the worker):
+                // the intermediate is a single-threaded copy of the spawner.
+                let code = match unsafe { nix::unistd::fork() } {
+                    Ok(ForkResult::Parent { child }) => match Pidfd::open(child) {
+                        // Race-free: the worker is this process's unreaped child.
+                        Ok(pidfd) => {
+                            reply(SpawnReply::Spawned { slot, pid: child }, Some(&pidfd));
+                            0
+                        }
+                        Err(err) => {
+                            // A worker the supervisor could not name must not run.
+                            let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+                            let errno = Errno::from_raw(err.raw_os_error().unwrap_or(libc::EIO));
+                            reply(SpawnReply::Failed { slot, errno }, None);
+                            0
+                        }
+                    },
+                    Ok(ForkResult::Child) => {
+                        drop(sock);
+                        let init = init.take().expect("the spawner never calls init");
+                        worker_process(&boot, slot, worker_main, init)
+                    }
+                    Err(errno) => {
+                        reply(SpawnReply::Failed { slot, errno }, None);
+                        0
+                    }
+                };
+                // SAFETY: ends the intermediate or the worker without
+                // running destructors of the spawner's state.
+                unsafe { libc::_exit(code) }
+            }
+            Err(errno) => {
+                slog::warn!(log, "fork failed"; "slot" => slot, "error" => %errno);
+                reply(SpawnReply::Failed { slot, errno }, None);
+            }
+        }
+    }
+    slog::debug!(log, "spawner exits: supervisor closed its socket");
+    0
+}
+
+/// A worker's set-up, in the worker process: wait to be re-parented to the
+/// supervisor, ask for a signal when it dies, restore signal dispositions,
+/// then run the worker.
+fn worker_process<F: FnOnce(&crate::Process)>(
+    boot: &WorkerBoot,
+    slot: SlotId,
+    worker_main: WorkerMain<F>,
+    init: F,
+) -> i32 {
+    // The intermediate exits right after forking us; the kernel then
+    // re-parents us to the nearest subreaper, the supervisor.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while getppid() != boot.supervisor {
+        if Instant::now() > deadline || getppid().as_raw() == 1 {
+            return EXIT_ORPHAN;
+        }
+        std::thread::yield_now();
+    }
+    let _ = prctl::set_pdeathsig(Signal::SIGKILL);
+    if getppid() != boot.supervisor {
+        return EXIT_ORPHAN;
+    }
+    set_process_name(boot.config.alias(), "-worker");
+    set_signals(&WORKER_DEFAULTS, SigHandler::SigDfl);
+    worker_main(boot, slot, init)
+}
+
+/// Test helper: forks a child that runs `f` (which must be
+/// async-signal-safe) and `_exit(0)`s, and waits for it. Returns its pid.
+#[cfg(test)]
+pub(crate) fn test_fork(f: impl FnOnce()) -> i32 {
+    // SAFETY: test-only; the child runs only `f`, which callers keep to
+    // atomic stores, then `_exit`s without touching any lock.
+    match unsafe { nix::unistd::fork() }.expect("fork") {
+        ForkResult::Child => {
+            f();
+            // SAFETY: ends the test child at once.
+            unsafe { libc::_exit(0) }
+        }
+        ForkResult::Parent { child } => {
+            // ECHILD: another test's supervisor actor reaped it first.
+            match waitpid(child, None) {
+                Ok(_) | Err(Errno::ECHILD) => {}
+                Err(err) => panic!("waitpid: {err}"),
+            }
+            child.as_raw()
+        }
+    }
+}

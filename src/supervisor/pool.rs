@@ -1,0 +1,667 @@
+//! The pool: spawning and the spawner's replies, reaping and exits, the
+//! scoreboard census, and the pre-fork and fork-per-request plans carried
+//! out.
+
+use std::os::fd::AsRawFd;
+use std::time::Instant;
+
+use actix::prelude::*;
+use nix::errno::Errno;
+use nix::sys::signal::Signal;
+use nix::sys::wait::WaitStatus;
+use nix::unistd::Pid;
+use slog::{debug, error, info, warn};
+
+use super::census::{self, Known, Reading};
+use super::dispatch::{self, Census};
+use super::exits::{self, ExitClass, Verdict};
+use super::prefork::{Count, Limits};
+use super::registry::{Ask, Child, Refused, Retire};
+use super::{RESEND_MAX, RESEND_MIN, Supervisor};
+use crate::config::Mode;
+use crate::daemon::{Common, DaemonActor};
+use crate::error::Error;
+use crate::process::wire::{self, FromSpawner, SpawnReply, SpawnRequest};
+use crate::process::{self, Pidfd};
+use crate::scoreboard::{Counter, SlotId};
+use crate::state::SlotState;
+
+impl Supervisor {
+    /// After anything that changes the pool: keep it within its limits,
+    /// hand queued requests to workers, or finish a stop.
+    pub(crate) fn after_change(&mut self, c: &mut Common, ctx: &mut Context<DaemonActor>) {
+        if self.phase.is_stopping() {
+            self.check_finished(c, ctx);
+            return;
+        }
+        let now = Instant::now();
+        let count = self.census(c, now);
+        match c.config.mode() {
+            Mode::PreFork(_) => self.manage_pool(c, count, now, ctx),
+            Mode::ForkPerRequest { .. } => self.drain_queue(c, now),
+            Mode::Daemon => {}
+        }
+        self.schedule_resend(ctx);
+        self.arm_timer(ctx);
+    }
+
+    /// Reads every slot, checks it against the registry, retires workers
+    /// that wrote nonsense and clears slots nobody owns. Returns the pool's
+    /// count, by the registry.
+    fn census(&mut self, c: &mut Common, now: Instant) -> Count {
+        let Some(board) = c.board.clone() else {
+            return Count::default();
+        };
+        let mut count = Count::default();
+        for i in 0..board.len() {
+            let slot = SlotId(i);
+            let raw = board.raw(slot);
+            if self.registry.is_pending(slot) {
+                count.used += 1;
+                count.starting += 1;
+                continue;
+            }
+            let Some(child) = self.registry.get(slot) else {
+                if raw.state != SlotState::Empty as u8 || raw.pid != 0 {
+                    warn!(c.log, "cleared a slot that no registered worker owns";
+                        "slot" => slot, "pid_written" => raw.pid, "state_written" => raw.state);
+                    board.free(slot);
+                }
+                continue;
+            };
+            count.used += 1;
+            let known = Known {
+                pid: child.pid().as_raw(),
+                seen: child.seen,
+                requests_seen: child.requests_seen,
+            };
+            let reading = Reading {
+                state: raw.state,
+                pid: raw.pid,
+                requests: raw.requests,
+            };
+            let state = match census::check(reading, known) {
+                Ok(state) => state,
+                Err(nonsense) => {
+                    self.misbehaved(c, slot, &nonsense.to_string());
+                    continue;
+                }
+            };
+            let leaving = child.is_leaving();
+            let spawned = child.spawned;
+            if let Some(child) = self.registry.get_mut(slot) {
+                child.seen = state;
+                child.requests_seen = raw.requests;
+            }
+            if (state.is_idle() || state.is_busy()) && self.registry.mark_ready(slot, now) {
+                if c.config.verbose() {
+                    debug!(c.log, "worker ready"; "slot" => slot, "worker" => known.pid);
+                }
+                if self.backoff.on_ready(spawned) {
+                    board.clear_crash_streak();
+                    info!(c.log, "pool recovered: a new worker is ready");
+                }
+            }
+            if leaving {
+                continue;
+            }
+            match state {
+                SlotState::Forking | SlotState::Starting => count.starting += 1,
+                s if s.is_idle() => count.idle += 1,
+                s if s.is_busy() => count.busy += 1,
+                _ => {}
+            }
+        }
+        count
+    }
+
+    /// A worker wrote nonsense: logged with its slot and pid, retired,
+    /// and its slot's pid put right. Nothing else changes.
+    fn misbehaved(&mut self, c: &mut Common, slot: SlotId, what: &str) {
+        let Some(child) = self.registry.get(slot) else {
+            return;
+        };
+        let pid = child.pid();
+        if let Some(board) = &c.board {
+            board.set_pid(slot, pid.as_raw());
+        }
+        if child.ask == Ask::Retire(Retire::Misbehaved) {
+            return;
+        }
+        error!(c.log, "worker misbehaves: retiring it"; "slot" => slot, "worker" => pid.as_raw(),
+            "what" => what);
+        if let Some(board) = &c.board {
+            board.count(Counter::Misbehaved);
+        }
+        self.registry
+            .signal(slot, Signal::SIGTERM, Ask::Retire(Retire::Misbehaved));
+    }
+
+    fn limits(&self, c: &Common) -> Option<Limits> {
+        let Mode::PreFork(pool) = *c.config.mode() else {
+            return None;
+        };
+        let (min_spare, max_spare) = self.spares.unwrap_or((pool.min_spare, pool.max_spare));
+        Some(Limits {
+            start_children: pool.start_children,
+            min_spare,
+            max_spare,
+            max_children: pool.max_children,
+        })
+    }
+
+    fn manage_pool(
+        &mut self,
+        c: &mut Common,
+        count: Count,
+        now: Instant,
+        ctx: &mut Context<DaemonActor>,
+    ) {
+        let Some(limits) = self.limits(c) else {
+            return;
+        };
+        let plan = self.prefork.plan(count, limits, now);
+        if plan.ready {
+            c.broadcast(crate::messages::DaemonSignal::Parent);
+            self.ready(c, ctx);
+        }
+        for _ in 0..plan.spawn {
+            if !self.spawn(c, true, now) {
+                break;
+            }
+        }
+        if plan.retire > 0 {
+            // The idle worker that has waited longest goes.
+            let victim = c.board.as_ref().and_then(|board| {
+                self.registry
+                    .iter()
+                    .filter(|child| !child.is_leaving() && child.seen.is_idle())
+                    .map(|child| (board.snapshot(child.slot).in_state_ms, child.slot))
+                    .max()
+                    .map(|(_, slot)| slot)
+            });
+            if let Some(slot) = victim {
+                debug!(c.log, "retiring a surplus spare"; "slot" => slot);
+                if let Some(board) = &c.board {
+                    board.count(Counter::Retired);
+                }
+                self.registry
+                    .signal(slot, Signal::SIGTERM, Ask::Retire(Retire::Surplus));
+            }
+        }
+        self.wake_at_least(plan.wake_at);
+    }
+
+    /// Fork per request: hands waiting requests to workers that wait for
+    /// one, forks workers for the rest and the warm spares, and pauses or
+    /// resumes the acceptor (see [`dispatch`]).
+    fn drain_queue(&mut self, c: &mut Common, now: Instant) {
+        let Some(board) = c.board.clone() else {
+            return;
+        };
+        let Mode::ForkPerRequest { max_children } = *c.config.mode() else {
+            return;
+        };
+        let warm_workers = c.config.warm_workers();
+        let census = |s: &Supervisor| {
+            let mut waiting = s.registry.pending_len();
+            for child in s.registry.iter() {
+                if !child.is_leaving()
+                    && matches!(
+                        child.seen,
+                        SlotState::Forking | SlotState::Starting | SlotState::FirstWait
+                    )
+                {
+                    waiting += 1;
+                }
+            }
+            let used = s.registry.child_count() + s.registry.pending_len();
+            Census {
+                waiting,
+                free: max_children.saturating_sub(used),
+                in_socket: s.requests.dispatched.saturating_sub(board.claimed()) as usize,
+                queued: s.requests.queue.len(),
+                warm: if s.phase.is_stopping() {
+                    0
+                } else {
+                    warm_workers
+                },
+            }
+        };
+        let plan = dispatch::plan(census(self));
+        for _ in 0..plan.fork {
+            if !self.spawn(c, false, now) {
+                break;
+            }
+        }
+        for _ in 0..plan.send {
+            let Some(sock) = self.requests.dispatch.clone() else {
+                break;
+            };
+            let Some(payload) = self.requests.queue.pop_front() else {
+                break;
+            };
+            match process::dispatch_send(sock.as_raw_fd(), &payload) {
+                // The worker has its own copies of the descriptors.
+                Ok(()) => self.requests.dispatched += 1,
+                Err(err) => {
+                    self.requests.queue.push_front(payload);
+                    if err != Errno::EAGAIN && err != Errno::ENOBUFS {
+                        error!(c.log, "cannot hand a request to a worker"; "error" => %err);
+                    }
+                    // Try again at the next event (a sweep at the latest).
+                    break;
+                }
+            }
+        }
+        let after = census(self);
+        let hold = dispatch::hold(after);
+        board.set_queue(after.queued + after.in_socket, hold);
+        if hold && !self.requests.paused {
+            self.requests.paused = true;
+            debug!(c.log, "pausing the acceptor: max_children reached");
+            c.broadcast(crate::messages::DaemonSignal::Pause);
+        } else if !hold && self.requests.paused {
+            self.requests.paused = false;
+            debug!(c.log, "resuming the acceptor");
+            c.broadcast(crate::messages::DaemonSignal::Accept);
+        }
+    }
+
+    /// Takes a slot the registry does not own and asks the spawner for a
+    /// worker there. `false` when no slot is free or no fork may happen now
+    /// (backoff, or pacing for `paced` pool refills).
+    pub(crate) fn spawn(&mut self, c: &mut Common, paced: bool, now: Instant) -> bool {
+        let Some(board) = c.board.clone() else {
+            return false;
+        };
+        if let Some(until) = self.backoff.hold(now) {
+            self.wake_at_least(Some(until));
+            return false;
+        }
+        if paced
+            && let Err(at) = self
+                .pacer
+                .allow(now, c.config.crash_policy().max_spawn_rate)
+        {
+            self.wake_at_least(Some(at));
+            return false;
+        }
+        let Some(slot) = (0..board.len())
+            .map(SlotId)
+            .find(|&s| !self.registry.owns(s))
+        else {
+            return false;
+        };
+        board.init(slot);
+        self.registry.expect(slot, now, true);
+        self.send_spawn(c, slot, now);
+        true
+    }
+
+    fn send_spawn(&mut self, c: &mut Common, slot: SlotId, now: Instant) {
+        let Some(sock) = self.spawner.as_ref().and_then(|s| s.sock.clone()) else {
+            return;
+        };
+        match wire::send_request(sock.as_raw_fd(), SpawnRequest::Spawn { slot }) {
+            Ok(()) => self.registry.mark_sent(slot, now),
+            Err(Errno::EAGAIN) | Err(Errno::ENOBUFS) => self.resend_scheduled = true,
+            Err(err) => {
+                error!(c.log, "cannot reach the spawner"; "slot" => slot, "error" => %err);
+                self.resend_scheduled = true;
+            }
+        }
+    }
+
+    /// Requests the spawner's socket had no room for go again, with a
+    /// doubling delay.
+    fn schedule_resend(&mut self, ctx: &mut Context<DaemonActor>) {
+        if !self.resend_scheduled {
+            return;
+        }
+        self.resend_scheduled = false;
+        let delay = self.resend_delay;
+        self.resend_delay = (self.resend_delay * 2).min(RESEND_MAX);
+        ctx.run_later(delay, |act, _ctx| {
+            let Some((c, s)) = act.supervisor_mut() else {
+                return;
+            };
+            let unsent: Vec<SlotId> = s
+                .registry
+                .pending()
+                .filter(|(_, p)| p.unsent)
+                .map(|(slot, _)| slot)
+                .collect();
+            let now = Instant::now();
+            for slot in unsent {
+                if s.phase.is_stopping() {
+                    s.abandon_spawn(c, slot);
+                } else {
+                    s.send_spawn(c, slot, now);
+                }
+            }
+        });
+    }
+
+    pub(crate) fn abandon_spawn(&mut self, c: &mut Common, slot: SlotId) {
+        if self.registry.abandon(slot)
+            && let Some(board) = &c.board
+        {
+            board.free(slot);
+        }
+    }
+
+    pub(crate) fn on_spawner(
+        &mut self,
+        c: &mut Common,
+        msg: FromSpawner,
+        ctx: &mut Context<DaemonActor>,
+    ) {
+        match msg {
+            FromSpawner::Reply(SpawnReply::Spawned { slot, pid }, fd) => {
+                self.resend_delay = RESEND_MIN;
+                self.spawned(c, slot, pid, fd, ctx);
+            }
+            FromSpawner::Reply(SpawnReply::Failed { slot, errno }, _) => {
+                if let Some(board) = &c.board {
+                    board.count(Counter::ForkFailed);
+                }
+                warn!(c.log, "fork failed, will retry"; "slot" => slot, "error" => %errno);
+                // The slot is given up; the plan asks again, within the
+                // backoff and pacing.
+                self.abandon_spawn(c, slot);
+            }
+            FromSpawner::Malformed(len) => {
+                error!(c.log, "malformed message from the spawner"; "bytes" => len);
+            }
+            FromSpawner::Closed => {
+                if let Some(spawner) = &mut self.spawner {
+                    spawner.sock = None;
+                    spawner.task = None;
+                }
+                // The spawner's exit status says more than its socket's EOF.
+                self.reap(c, ctx);
+                if !self.phase.is_stopping() && self.spawner.is_some() {
+                    error!(
+                        c.log,
+                        "the spawner closed its socket: no worker can be forked, shutting down"
+                    );
+                    let pid = self.spawner_pid().map_or(0, Pid::as_raw);
+                    self.fail(Error::SpawnerDied {
+                        pid,
+                        status: "closed its socket".into(),
+                    });
+                    self.shutdown(c, "spawner gone", ctx);
+                }
+            }
+        }
+        self.after_change(c, ctx);
+    }
+
+    fn spawned(
+        &mut self,
+        c: &mut Common,
+        slot: SlotId,
+        pid: Pid,
+        fd: Option<std::os::fd::OwnedFd>,
+        ctx: &mut Context<DaemonActor>,
+    ) {
+        let now = Instant::now();
+        let pidfd = match fd.map(Pidfd::from_received) {
+            Some(Ok(pidfd)) if pidfd.pid() == pid => pidfd,
+            other => {
+                // Reaped already (the pidfd names no process any more), or
+                // no pidfd came: the exit, if we reaped it, is in unclaimed.
+                let why = match other {
+                    Some(Ok(p)) => format!("pidfd names pid {}", p.pid()),
+                    Some(Err(err)) => err.to_string(),
+                    None => "no pidfd".to_owned(),
+                };
+                if let Some((status, _)) = self.unclaimed.remove(&pid) {
+                    debug!(c.log, "worker exited before its report"; "slot" => slot,
+                        "worker" => pid.as_raw(), "status" => process::describe_status(&status));
+                    if let Some(board) = &c.board {
+                        board.count(Counter::Exited);
+                    }
+                    let class = exits::classify(&status, false, Ask::Nothing);
+                    self.abandon_spawn(c, slot);
+                    self.exit_verdict(c, class, &status, now, ctx);
+                } else {
+                    error!(c.log, "spawn report without a usable pidfd"; "slot" => slot,
+                        "worker" => pid.as_raw(), "why" => why);
+                    self.abandon_spawn(c, slot);
+                }
+                return;
+            }
+        };
+        match self.registry.register(slot, pidfd, now) {
+            Ok(()) => {}
+            Err(refused) => {
+                error!(c.log, "spawn report refused"; "slot" => slot, "worker" => pid.as_raw(),
+                    "why" => match refused { Refused::NotPending => "no spawn pending there", Refused::DuplicatePid => "pid already registered" });
+                return;
+            }
+        }
+        if let Some(board) = &c.board {
+            board.set_pid(slot, pid.as_raw());
+        }
+        debug!(c.log, "worker forked"; "slot" => slot, "worker" => pid.as_raw());
+        if let Some((status, _)) = self.unclaimed.remove(&pid) {
+            self.worker_exited(c, pid, status, ctx);
+        } else if self.phase.is_stopping() {
+            self.registry
+                .signal(slot, Signal::SIGTERM, Ask::Retire(Retire::Shutdown));
+        }
+    }
+
+    /// The spawner must answer every request within `spawn_timeout`; one
+    /// that does not (stopped, stuck in a fork) is ended, and the daemon
+    /// shuts down, or replaces itself through the binary upgrade.
+    pub(crate) fn check_spawner(&mut self, c: &mut Common, ctx: &mut Context<DaemonActor>) {
+        let Some(asked) = self.registry.oldest_unanswered() else {
+            return;
+        };
+        let timeout = c.config.spawn_timeout();
+        if asked.elapsed() < timeout || self.phase.is_stopping() {
+            return;
+        }
+        let Some(spawner) = &mut self.spawner else {
+            return;
+        };
+        if spawner.sock.is_none() {
+            return;
+        }
+        let pid = spawner.pidfd.pid();
+        error!(c.log, "the spawner is stuck: a spawn request went unanswered";
+            "spawner" => pid.as_raw(), "waited" => format!("{:?}", asked.elapsed()),
+            "spawn_timeout" => format!("{timeout:?}"));
+        let _ = spawner.pidfd.signal(Signal::SIGKILL);
+        spawner.sock = None;
+        if let Some(task) = spawner.task.take() {
+            task.abort();
+        }
+        let pending: Vec<SlotId> = self.registry.pending().map(|(slot, _)| slot).collect();
+        for slot in pending {
+            self.abandon_spawn(c, slot);
+        }
+        if c.config.binary_upgrade() && self.phase.is_serving() {
+            warn!(
+                c.log,
+                "replacing this supervisor through the binary upgrade, for a fresh spawner"
+            );
+            self.upgrade(c, ctx);
+        } else {
+            self.fail(Error::SpawnerStuck {
+                pid: pid.as_raw(),
+                waited: asked.elapsed(),
+            });
+            self.shutdown(c, "spawner stuck", ctx);
+        }
+    }
+
+    /// Reaps every child that has exited, in a loop.
+    pub(crate) fn reap(&mut self, c: &mut Common, ctx: &mut Context<DaemonActor>) {
+        let reaped = process::reap_any();
+        if reaped.is_empty() {
+            if self.phase.is_stopping() {
+                self.check_finished(c, ctx);
+            }
+            return;
+        }
+        for (pid, status) in reaped {
+            if Some(pid) == self.spawner_pid() {
+                self.spawner = None;
+                let status = process::describe_status(&status);
+                if self.phase.is_stopping() || c.config.binary_upgrade() && self.upgrading() {
+                    debug!(c.log, "spawner exited"; "status" => &status);
+                } else {
+                    error!(c.log, "the spawner died: no worker can be forked, shutting down";
+                        "spawner" => pid.as_raw(), "status" => &status);
+                    self.fail(Error::SpawnerDied {
+                        pid: pid.as_raw(),
+                        status,
+                    });
+                    self.shutdown(c, "spawner died", ctx);
+                }
+            } else if self.registry.slot_of(pid).is_some() {
+                self.worker_exited(c, pid, status, ctx);
+            } else if c.foreign.remove(pid) {
+                info!(c.log, "foreign child exited"; "child" => pid.as_raw(),
+                    "status" => process::describe_status(&status));
+            } else {
+                self.unclaimed.insert(pid, (status, Instant::now()));
+            }
+        }
+        self.after_change(c, ctx);
+    }
+
+    fn worker_exited(
+        &mut self,
+        c: &mut Common,
+        pid: Pid,
+        status: WaitStatus,
+        ctx: &mut Context<DaemonActor>,
+    ) {
+        let Some(child) = self.registry.remove(pid) else {
+            return;
+        };
+        let now = Instant::now();
+        let Some(board) = c.board.clone() else {
+            return;
+        };
+        let served = board.raw(child.slot).requests > 0;
+        let class = exits::classify(&status, child.is_ready() || served, child.ask);
+        let state = board.state(child.slot);
+        board.free(child.slot);
+        board.count(Counter::Exited);
+        self.left_reload(c, pid);
+        let describe = process::describe_status(&status);
+        let stopping = self.phase.is_stopping();
+        match class {
+            ExitClass::Retired => {
+                debug!(c.log, "worker exited"; "worker" => pid.as_raw(), "slot" => child.slot, "status" => describe)
+            }
+            ExitClass::Killed => {
+                board.count(Counter::KilledExternally);
+                warn!(c.log, "worker killed by a signal we did not send: replacing it";
+                    "worker" => pid.as_raw(), "slot" => child.slot, "state" => %state.letter(),
+                    "status" => describe, "ran" => format!("{:?}", now - child.spawned));
+            }
+            ExitClass::Crash | ExitClass::BootFailure => {
+                let what = if class == ExitClass::Crash {
+                    "worker crashed"
+                } else {
+                    "worker failed before it was ready"
+                };
+                warn!(c.log, "{}", what; "worker" => pid.as_raw(), "slot" => child.slot,
+                    "state" => %state.letter(), "status" => describe, "asked" => ask_name(&child));
+            }
+        }
+        if !stopping {
+            self.exit_verdict(c, class, &status, now, ctx);
+        }
+    }
+
+    /// What the pool does after an exit of `class`: replace it, back off,
+    /// or give up.
+    fn exit_verdict(
+        &mut self,
+        c: &mut Common,
+        class: ExitClass,
+        status: &WaitStatus,
+        now: Instant,
+        ctx: &mut Context<DaemonActor>,
+    ) {
+        if !matches!(class, ExitClass::Crash | ExitClass::BootFailure) {
+            return;
+        }
+        let code = match status {
+            WaitStatus::Exited(_, code) => *code,
+            WaitStatus::Signaled(_, sig, _) => -(*sig as i32),
+            _ => -1,
+        };
+        let policy = c.config.crash_policy();
+        let verdict = self.backoff.on_exit(class, now, &policy);
+        if let Some(board) = &c.board {
+            board.record_crash(code, self.backoff.streak());
+        }
+        match verdict {
+            Verdict::Replace => {}
+            Verdict::HoldUntil(until) => {
+                warn!(c.log, "pool degraded: backing off";
+                    "in_a_row" => self.backoff.streak(),
+                    "next_spawn_in" => format!("{:?}", until.saturating_duration_since(now)));
+                self.wake_at_least(Some(until));
+            }
+            Verdict::GiveUp { failures } => {
+                let (max, window) = policy.max_restarts.unwrap_or((0, Default::default()));
+                let err = Error::CrashLoop {
+                    crashes: failures,
+                    max,
+                    window,
+                    last: process::describe_status(status),
+                };
+                error!(c.log, "giving up: workers keep failing"; "error" => %err);
+                self.fail(err);
+                self.shutdown(c, "crash loop", ctx);
+            }
+        }
+    }
+
+    /// Asks for a look at the pool no later than `at`.
+    pub(crate) fn wake_at_least(&mut self, at: Option<Instant>) {
+        if let Some(at) = at
+            && self.wake_at.is_none_or(|w| at < w)
+        {
+            self.wake_at = Some(at);
+        }
+    }
+
+    /// Sets a timer for the next look that is due, unless one is set for
+    /// that time or earlier.
+    fn arm_timer(&mut self, ctx: &mut Context<DaemonActor>) {
+        let Some(at) = self.wake_at.take() else {
+            return;
+        };
+        let now = Instant::now();
+        if self.timer_for.is_some_and(|t| t <= at && t > now) {
+            return;
+        }
+        self.timer_for = Some(at);
+        ctx.run_later(at.saturating_duration_since(now), |act, ctx| {
+            if let Some((c, s)) = act.supervisor_mut() {
+                s.timer_for = None;
+                s.after_change(c, ctx);
+            }
+        });
+    }
+}
+
+fn ask_name<H>(child: &Child<H>) -> &'static str {
+    match child.ask {
+        Ask::Nothing => "nothing",
+        Ask::Retire(why) => why.describe(),
+        Ask::Escalated(_) => "babysitter escalation",
+        Ask::Kill => "kill",
+    }
+}
