@@ -265,3 +265,29 @@ impl Drop for WakeWatcher {
         }
     }
 }
+
+/// Test aid: what an attacker with code in a worker can do to the
+/// scoreboard (the mapping is writable in every worker): write any pid and
+/// any state byte into this worker's own slot. The examples' `FORGE`
+/// fault command uses it; the supervisor must retire the worker and signal
+/// nobody else.
+#[derive(Debug, Clone)]
+pub struct SlotForger {
+    board: Scoreboard,
+    slot: SlotId,
+}
+
+impl SlotForger {
+    /// The forger of `process`'s slot (`None` outside a worker).
+    pub fn of(process: &crate::Process) -> Option<SlotForger> {
+        Some(SlotForger {
+            board: process.board()?.clone(),
+            slot: process.slot()?,
+        })
+    }
+
+    /// Writes `pid` and the raw `state` byte into the slot.
+    pub fn forge(&self, pid: i32, state: u8) {
+        self.board.forge(self.slot, pid, state);
+    }
+}

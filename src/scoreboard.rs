@@ -353,6 +353,14 @@ impl Scoreboard {
         Some(slot)
     }
 
+    /// Test aid (see `bench_support::SlotForger`): writes any pid and any
+    /// state byte, as a compromised worker could.
+    pub(crate) fn forge(&self, slot: SlotId, pid: i32, state: u8) {
+        let cell = self.cell(slot);
+        cell.pid.store(pid, Ordering::Release);
+        cell.state.store(state, Ordering::Release);
+    }
+
     /// What a slot holds, as raw as it was written (the supervisor checks
     /// it against its registry).
     pub(crate) fn raw(&self, slot: SlotId) -> RawSlot {

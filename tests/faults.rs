@@ -5,97 +5,14 @@
 mod support;
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
-use support::{Conn, DEADLINE, Daemon, exists, proc_state, wait_until};
-
-/// Clients that loop connect, PING, DONE until stopped; errors counted.
-struct Load {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicU64>,
-    errors: Arc<AtomicU64>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(port: u16, clients: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicU64::new(0));
-        let errors = Arc::new(AtomicU64::new(0));
-        let threads = (0..clients)
-            .map(|_| {
-                let (stop, ok, errors) = (stop.clone(), ok.clone(), errors.clone());
-                std::thread::spawn(move || {
-                    // Bounded: at most 100,000 connections per client.
-                    for _ in 0..100_000 {
-                        if stop.load(Ordering::Relaxed) {
-                            break;
-                        }
-                        match one_round(port) {
-                            Ok(()) => ok.fetch_add(1, Ordering::Relaxed),
-                            Err(_) => errors.fetch_add(1, Ordering::Relaxed),
-                        };
-                    }
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            ok,
-            errors,
-            threads,
-        }
-    }
-
-    fn stop(self) -> (u64, u64) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
-            t.join().expect("client thread");
-        }
-        (
-            self.ok.load(Ordering::Relaxed),
-            self.errors.load(Ordering::Relaxed),
-        )
-    }
-}
-
-fn one_round(port: u16) -> std::io::Result<()> {
-    use std::io::{BufRead, BufReader, Write};
-    let s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut w = s.try_clone()?;
-    let mut r = BufReader::new(s);
-    let mut line = String::new();
-    w.write_all(b"PING\n")?;
-    r.read_line(&mut line)?;
-    if line != "PONG\r\n" {
-        return Err(std::io::Error::other(format!("got {line:?}")));
-    }
-    line.clear();
-    w.write_all(b"DONE\n")?;
-    r.read_line(&mut line)?;
-    if line != "OK\r\n" {
-        return Err(std::io::Error::other(format!("got {line:?}")));
-    }
-    Ok(())
-}
-
-fn zombies_of(parent: i32) -> Vec<i32> {
-    procfs::process::all_processes()
-        .map(|all| {
-            all.flatten()
-                .filter_map(|p| p.stat().ok())
-                .filter(|s| s.ppid == parent && s.state == 'Z')
-                .map(|s| s.pid)
-                .collect()
-        })
-        .unwrap_or_default()
-}
+use support::{
+    Conn, DEADLINE, Daemon, Load, exists, one_round, proc_state, wait_until, zombies_of,
+};
 
 #[test]
 fn killing_random_workers_under_load_restores_the_pool_with_no_zombie() {

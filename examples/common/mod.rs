@@ -66,6 +66,10 @@ pub struct Args {
     pub privileges_all: bool,
     pub binary_upgrade: bool,
     pub fault_fail_upgrade: bool,
+    /// `--fault-supervisor-panic start|hup`: the application's actor in the
+    /// supervisor panics when the daemon starts, or on SIGHUP.
+    pub supervisor_panic: Option<String>,
+    pub spawn_timeout: Option<u64>,
     /// The flags given on the command line, to name the one behind a
     /// configuration error.
     pub given: Vec<String>,
@@ -76,7 +80,8 @@ const FLAGS: &str = "[PORT] [--foreground] [--logfile PATH] [--start-children N]
 [--workdir DIR] [--ignore-pause] [--request-timeout SECS] [--long-request-timeout SECS] [--max-rss MIB] \
 [--cpu-limit SECS] [--cpu-share PERCENT] [--max-restarts N] [--restart-window SECS] [--fault-commands] \
 [--fault-panic-at-start N] [--foreign-child SHELL-COMMAND] [--pidfile PATH] [--user NAME] [--group NAME] \
-[--privileges workers|all] [--binary-upgrade] [--fault-fail-upgrade]";
+[--privileges workers|all] [--binary-upgrade] [--fault-fail-upgrade] [--fault-supervisor-panic start|hup] \
+[--spawn-timeout SECS]";
 
 fn parse(defaults: &Defaults) -> Result<Args, String> {
     let cwd = std::env::current_dir().map_err(|err| format!("current directory: {err}"))?;
@@ -111,6 +116,8 @@ fn parse(defaults: &Defaults) -> Result<Args, String> {
         privileges_all: false,
         binary_upgrade: false,
         fault_fail_upgrade: false,
+        supervisor_panic: None,
+        spawn_timeout: None,
         given: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -182,6 +189,15 @@ fn parse(defaults: &Defaults) -> Result<Args, String> {
                 other => return Err(format!("--privileges: {other:?} is not workers or all")),
             },
             "--fault-panic-at-start" => args.panic_at_start = Some(value(&arg)?),
+            "--fault-supervisor-panic" => match it.next().as_deref() {
+                Some(when @ ("start" | "hup")) => args.supervisor_panic = Some(when.to_owned()),
+                other => {
+                    return Err(format!(
+                        "--fault-supervisor-panic: {other:?} is not start or hup"
+                    ));
+                }
+            },
+            "--spawn-timeout" => args.spawn_timeout = Some(value(&arg)?),
             "--foreign-child" => {
                 args.foreign_child = Some(it.next().ok_or("--foreign-child needs a value")?);
             }
@@ -340,6 +356,9 @@ pub fn main(defaults: Defaults) -> ExitCode {
     if args.binary_upgrade {
         builder = builder.upgrade_with(&listener);
     }
+    if let Some(secs) = args.spawn_timeout {
+        builder = builder.spawn_timeout(Duration::from_secs(secs));
+    }
     let daemon = match builder.build() {
         Ok(daemon) => daemon,
         Err(err) => return config_error(defaults.name, &err, &args.given),
@@ -351,6 +370,7 @@ pub fn main(defaults: Defaults) -> ExitCode {
     let fault_commands = args.fault_commands;
     let panic_at_start = args.panic_at_start;
     let foreign_child = args.foreign_child.clone();
+    let supervisor_panic = args.supervisor_panic.clone();
     // Fault injection across processes: each worker appends a byte to this
     // file as it starts, and the first N panic.
     let starts = args.logfile.with_extension("starts");
@@ -384,9 +404,16 @@ pub fn main(defaults: Defaults) -> ExitCode {
                 Err(err) => slog::error!(process.logger(), "foreign child"; "error" => %err),
             }
         }
+        if let (true, Some(when)) = (process.is_supervisor(), &supervisor_panic) {
+            Panicker {
+                on_hup: when == "hup",
+            }
+            .start();
+        }
         let info = Rc::new(Info {
             logfile: logfile.display().to_string(),
             fault_commands,
+            forger: actix_daemon::bench_support::SlotForger::of(process),
         });
         let forking = matches!(
             process.config().mode(),
@@ -437,6 +464,38 @@ fn chain(err: &dyn std::error::Error) -> String {
 struct Info {
     logfile: String,
     fault_commands: bool,
+    forger: Option<actix_daemon::bench_support::SlotForger>,
+}
+
+/// Fault injection: an application actor in the supervisor that panics
+/// when the daemon starts (`--fault-supervisor-panic start`) or on SIGHUP
+/// (`hup`).
+struct Panicker {
+    on_hup: bool,
+}
+
+impl Actor for Panicker {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        DaemonActor::from_registry().do_send(Subscribe(ctx.address().recipient()));
+    }
+}
+
+impl Handler<DaemonSignal> for Panicker {
+    type Result = ();
+
+    fn handle(&mut self, signal: DaemonSignal, _: &mut Context<Self>) {
+        match signal {
+            DaemonSignal::Start if !self.on_hup => {
+                panic!("fault injection: the supervisor panics at start")
+            }
+            DaemonSignal::Hup if self.on_hup => {
+                panic!("fault injection: the supervisor panics on HUP")
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Fork per request: accepts in the supervisor while the daemon says
@@ -635,6 +694,17 @@ async fn serve(stream: TcpStream, info: &Info) -> std::io::Result<()> {
             "DONE" => {
                 push("OK");
                 done = true;
+            }
+            // Write a foreign pid and a nonsense state into this worker's
+            // own slot, as a compromised worker could.
+            _ if info.fault_commands && command.starts_with("FORGE ") => {
+                match (command[6..].trim().parse::<i32>(), &info.forger) {
+                    (Ok(pid), Some(forger)) => {
+                        forger.forge(pid, 200);
+                        push("OK");
+                    }
+                    _ => push("???"),
+                }
             }
             _ if info.fault_commands => match fault(&command, &mut ballast).await {
                 Some(text) => push(&text),

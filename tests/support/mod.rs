@@ -523,3 +523,86 @@ pub fn run_failing(name: &str, args: &[&str]) -> (i32, String) {
         .read_to_string(&mut stderr);
     (status.code().unwrap_or(-1), stderr)
 }
+
+/// Clients of the line protocol that loop connect, PING, DONE until stopped; errors counted.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ok: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    errors: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    pub fn start(port: u16, clients: usize) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ok = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let errors = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let threads = (0..clients)
+            .map(|_| {
+                let (stop, ok, errors) = (stop.clone(), ok.clone(), errors.clone());
+                std::thread::spawn(move || {
+                    // Bounded: at most 100,000 connections per client.
+                    for _ in 0..100_000 {
+                        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            break;
+                        }
+                        match one_round(port) {
+                            Ok(()) => ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                            Err(_) => errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                        };
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok,
+            errors,
+            threads,
+        }
+    }
+
+    pub fn stop(self) -> (u64, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads {
+            t.join().expect("client thread");
+        }
+        (
+            self.ok.load(std::sync::atomic::Ordering::Relaxed),
+            self.errors.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+}
+
+pub fn one_round(port: u16) -> std::io::Result<()> {
+    use std::io::{BufRead, BufReader, Write};
+    let s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut w = s.try_clone()?;
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    w.write_all(b"PING\n")?;
+    r.read_line(&mut line)?;
+    if line != "PONG\r\n" {
+        return Err(std::io::Error::other(format!("got {line:?}")));
+    }
+    line.clear();
+    w.write_all(b"DONE\n")?;
+    r.read_line(&mut line)?;
+    if line != "OK\r\n" {
+        return Err(std::io::Error::other(format!("got {line:?}")));
+    }
+    Ok(())
+}
+
+pub fn zombies_of(parent: i32) -> Vec<i32> {
+    procfs::process::all_processes()
+        .map(|all| {
+            all.flatten()
+                .filter_map(|p| p.stat().ok())
+                .filter(|s| s.ppid == parent && s.state == 'Z')
+                .map(|s| s.pid)
+                .collect()
+        })
+        .unwrap_or_default()
+}
