@@ -384,7 +384,7 @@ impl Supervisor {
                 if !self.phase.is_stopping() && self.spawner.is_some() {
                     error!(
                         c.log,
-                        "the spawner closed its socket: no worker can be forked, shutting down"
+                        "the spawner died (it closed its socket): no worker can be forked, shutting down"
                     );
                     let pid = self.spawner_pid().map_or(0, Pid::as_raw);
                     self.fail(Error::SpawnerDied {
