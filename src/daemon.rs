@@ -198,6 +198,17 @@ impl Common {
             "mode" => self.config.mode().describe());
     }
 
+    /// HUP: reopens the log file (if there is one) and tells subscribers.
+    pub(crate) fn reopen_log(&mut self) {
+        if let Some(path) = self.config.logfile() {
+            match process::reopen_logfile(path) {
+                Ok(()) => slog::info!(self.log, "log file reopened"; "signal" => "SIGHUP"),
+                Err(err) => slog::error!(self.log, "cannot reopen log file"; "error" => %err),
+            }
+        }
+        self.broadcast(DaemonSignal::Hup);
+    }
+
     pub(crate) fn stop_system(&self, code: i32) {
         slog::debug!(self.log, "stopping"; "code" => code);
         System::current().stop_with_code(code);

@@ -69,11 +69,11 @@
 //!
 //! | signal | supervisor | worker |
 //! |---|---|---|
-//! | `SIGTERM`, `SIGINT` | graceful shutdown: `Shutdown` to subscribers, TERM to every worker and foreign child, KILL after the shutdown timeout, reap, `run` returns | finish the current request, exit |
-//! | `SIGHUP` | reopen the log file, `Hup` to subscribers, HUP to every worker | reopen the log file, `Hup` to subscribers |
+//! | `SIGTERM`, `SIGINT`, `SIGQUIT` | graceful shutdown: `Shutdown` to subscribers, TERM to every worker and foreign child, KILL after the shutdown timeout, reap, `run` returns | finish the current request, exit |
+//! | `SIGHUP` | reopen the log file, `Hup` to subscribers, HUP to every ready worker | reopen the log file, `Hup` to subscribers |
 //! | `SIGUSR2` | the verbose peek report goes to the log; with [`DaemonBuilder::upgrade_with`], a zero-downtime binary upgrade instead | the peek report |
-//! | `SIGUSR1` | graceful reload: every worker replaced by a fresh one (pre-fork) | default action |
-//! | `SIGTTIN`, `SIGTTOU` | one more, one fewer spare (pre-fork) | default action |
+//! | `SIGUSR1` | graceful reload: every worker replaced by a fresh one (pre-fork) | ignored |
+//! | `SIGTTIN`, `SIGTTOU` | one more, one fewer spare (pre-fork) | ignored |
 //! | `SIGCHLD` | reap every exited child | reap registered foreign children |
 //!
 //! The spawner ignores `SIGINT`, `SIGTERM`, `SIGHUP`, `SIGQUIT`, `SIGUSR1`,

@@ -7,12 +7,12 @@
 //!
 //! | signal | supervisor | worker |
 //! |---|---|---|
-//! | `SIGTERM`, `SIGINT` | graceful shutdown of the daemon | finish the current request, exit |
-//! | `SIGHUP` | reopen the log file, `Hup` to subscribers, HUP to every worker | reopen the log file, `Hup` to subscribers |
+//! | `SIGTERM`, `SIGINT`, `SIGQUIT` | graceful shutdown of the daemon | finish the current request, exit |
+//! | `SIGHUP` | reopen the log file, `Hup` to subscribers, HUP to every ready worker | reopen the log file, `Hup` to subscribers |
 //! | `SIGUSR2` | the verbose peek report goes to the log | the same, for the worker |
 //! | `SIGCHLD` | reap every exited child | reap registered foreign children |
-//! | `SIGUSR1` | graceful reload: every worker is replaced by a fresh one (pre-fork) | default action |
-//! | `SIGTTIN`, `SIGTTOU` | one more, one fewer spare: `min_spare` and `max_spare` up or down by one, within `max_children` (pre-fork) | default action |
+//! | `SIGUSR1` | graceful reload: every worker is replaced by a fresh one (pre-fork) | ignored |
+//! | `SIGTTIN`, `SIGTTOU` | one more, one fewer spare: `min_spare` and `max_spare` up or down by one, within `max_children` (pre-fork) | ignored |
 //!
 //! Caveats, as for any tokio signal stream: signals of one kind that arrive
 //! close together may be coalesced into one message; and once a process
@@ -21,8 +21,11 @@
 //!
 //! The spawner ignores `SIGINT`, `SIGTERM`, `SIGHUP`, `SIGQUIT`, `SIGUSR1` and
 //! `SIGUSR2` (a terminal's Ctrl-C must not kill it under the supervisor); it
-//! ends when the supervisor closes its socket or dies. Workers restore the
-//! default actions before their runtime starts.
+//! ends when the supervisor closes its socket or dies. A new worker gets
+//! the default actions of `SIGINT`, `SIGTERM` and `SIGCHLD` back at once,
+//! and keeps `SIGHUP`, `SIGUSR1`, `SIGUSR2` and `SIGQUIT` ignored until its
+//! runtime installs its handlers, so that a HUP from log rotation cannot
+//! kill a worker that is still starting.
 
 use actix::Addr;
 use actix_rt::signal::unix::{SignalKind, signal};

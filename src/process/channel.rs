@@ -115,16 +115,7 @@ pub(crate) fn dispatch_send(sock: RawFd, payload: &Payload) -> nix::Result<()> {
 pub(crate) fn dispatch_recv(sock: RawFd) -> nix::Result<Option<Payload>> {
     let mut data = vec![0u8; 1 + MAX_PAYLOAD_DATA];
     let mut cmsg = nix::cmsg_space!([RawFd; MAX_PAYLOAD_FDS]);
-    let (len, fds) = {
-        let mut iov = [IoSliceMut::new(&mut data)];
-        let msg = recvmsg::<()>(
-            sock,
-            &mut iov,
-            Some(&mut cmsg),
-            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
-        )?;
-        (msg.bytes, owned_rights(&msg))
-    };
+    let (len, fds) = recv_with_rights(sock, &mut data, &mut cmsg)?;
     if len == 0 {
         return Ok(None);
     }
@@ -136,8 +127,26 @@ pub(crate) fn dispatch_recv(sock: RawFd) -> nix::Result<Option<Payload>> {
     Ok(Some(Payload::from_parts(data, fds)))
 }
 
+/// Reads one message without blocking, with the descriptors it brought
+/// (owned, close-on-exec): `(bytes read, descriptors)`.
+#[allow(clippy::ptr_arg)] // nix's recvmsg takes the control buffer as a Vec.
+pub(super) fn recv_with_rights(
+    sock: RawFd,
+    buf: &mut [u8],
+    cmsg: &mut Vec<u8>,
+) -> nix::Result<(usize, Vec<OwnedFd>)> {
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = recvmsg::<()>(
+        sock,
+        &mut iov,
+        Some(cmsg),
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    Ok((msg.bytes, owned_rights(&msg)))
+}
+
 /// The descriptors an `SCM_RIGHTS` message brought, owned.
-pub(super) fn owned_rights(msg: &nix::sys::socket::RecvMsg<'_, '_, ()>) -> Vec<OwnedFd> {
+fn owned_rights(msg: &nix::sys::socket::RecvMsg<'_, '_, ()>) -> Vec<OwnedFd> {
     let mut fds = Vec::new();
     if let Ok(cmsgs) = msg.cmsgs() {
         for c in cmsgs {

@@ -12,14 +12,14 @@
 //! A message of any other shape decodes to `None` and is logged by the side
 //! that read it; it changes nothing.
 
-use std::io::{IoSlice, IoSliceMut};
+use std::io::IoSlice;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
-use nix::sys::socket::{ControlMessage, MsgFlags, recvmsg, sendmsg};
+use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 use nix::unistd::Pid;
 
-use super::channel::owned_rights;
+use super::channel::recv_with_rights;
 use crate::scoreboard::SlotId;
 
 const SPAWN: u8 = b'S';
@@ -176,16 +176,7 @@ pub(crate) enum FromSpawner {
 pub(crate) fn recv_reply(sock: RawFd) -> nix::Result<FromSpawner> {
     let mut buf = [0u8; 64];
     let mut cmsg = nix::cmsg_space!([RawFd; 1]);
-    let (len, mut fds) = {
-        let mut iov = [IoSliceMut::new(&mut buf)];
-        let msg = recvmsg::<()>(
-            sock,
-            &mut iov,
-            Some(&mut cmsg),
-            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
-        )?;
-        (msg.bytes, owned_rights(&msg))
-    };
+    let (len, mut fds) = recv_with_rights(sock, &mut buf, &mut cmsg)?;
     if len == 0 && fds.is_empty() {
         return Ok(FromSpawner::Closed);
     }

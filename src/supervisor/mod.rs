@@ -27,7 +27,7 @@ use nix::errno::Errno;
 use nix::sys::signal::Signal;
 use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
-use slog::{Logger, debug, error, info, warn};
+use slog::{Logger, debug, info, warn};
 
 use crate::babysitter::Action;
 use crate::config::{Config, Mode};
@@ -306,13 +306,7 @@ impl Supervisor {
     /// workers start on the new file) and every ready worker. A worker
     /// still starting opens the current file itself.
     fn hup(&mut self, c: &mut Common) {
-        if let Some(path) = c.config.logfile() {
-            match process::reopen_logfile(path) {
-                Ok(()) => info!(c.log, "log file reopened"; "signal" => "SIGHUP"),
-                Err(err) => error!(c.log, "cannot reopen log file"; "error" => %err),
-            }
-        }
-        c.broadcast(DaemonSignal::Hup);
+        c.reopen_log();
         if let Some(sock) = self.spawner.as_ref().and_then(|s| s.sock.as_ref()) {
             let _ =
                 process::wire::send_request(sock.as_raw_fd(), process::wire::SpawnRequest::Reopen);

@@ -13,7 +13,7 @@ use actix::prelude::*;
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
-use slog::{Logger, debug, error, info, warn};
+use slog::{Logger, debug, info, warn};
 
 use crate::config::{Config, Mode};
 use crate::daemon::{Claimed, Common, DaemonActor};
@@ -191,15 +191,7 @@ impl Worker {
     ) {
         match sig {
             OsSignal::Term | OsSignal::Int | OsSignal::Quit => self.shutdown(c, sig.name(), ctx),
-            OsSignal::Hup => {
-                if let Some(path) = c.config.logfile() {
-                    match process::reopen_logfile(path) {
-                        Ok(()) => info!(c.log, "log file reopened"; "signal" => "SIGHUP"),
-                        Err(err) => error!(c.log, "cannot reopen log file"; "error" => %err),
-                    }
-                }
-                c.broadcast(DaemonSignal::Hup);
-            }
+            OsSignal::Hup => c.reopen_log(),
             OsSignal::Usr2 => {
                 let mut report = c.peek(true, crate::status::Role::Worker, self.is_stopping());
                 self.peek(c, &mut report);
