@@ -492,6 +492,9 @@ impl Actor for DaemonActor {
         };
         let supervisor = matches!(core.role, RoleState::Supervisor(_));
         crate::signals::listen(ctx.address(), &core.common.log, supervisor);
+        // A worker held its stop and HUP signals since its fork: the
+        // handlers exist now, so what came meanwhile is delivered to them.
+        crate::process::unblock_held_signals();
         core.common.life.started = true;
         core.common.broadcast(DaemonSignal::Start);
         match &mut core.role {

@@ -394,6 +394,7 @@ where
     supervisor::panic::install(
         config.pidfile().map(std::path::Path::to_owned),
         config.shutdown_timeout(),
+        spawner.as_ref().map(|link| link.pidfd.pid()),
     );
     let outcome = Arc::new(Mutex::new(None));
     let setup = SupervisorSetup {

@@ -21,11 +21,13 @@
 //!
 //! The spawner ignores `SIGINT`, `SIGTERM`, `SIGHUP`, `SIGQUIT`, `SIGUSR1` and
 //! `SIGUSR2` (a terminal's Ctrl-C must not kill it under the supervisor); it
-//! ends when the supervisor closes its socket or dies. A new worker gets
-//! the default actions of `SIGINT`, `SIGTERM` and `SIGCHLD` back at once,
-//! and keeps `SIGHUP`, `SIGUSR1`, `SIGUSR2` and `SIGQUIT` ignored until its
-//! runtime installs its handlers, so that a HUP from log rotation cannot
-//! kill a worker that is still starting.
+//! ends when the supervisor closes its socket or dies. A new worker is
+//! born with `SIGINT`, `SIGTERM`, `SIGQUIT`, `SIGHUP`, `SIGUSR1` and
+//! `SIGUSR2` blocked, and unblocks them once its runtime has installed its
+//! handlers: a HUP from log rotation cannot kill a worker that is still
+//! starting, and a TERM sent while it starts (a shutdown that began just as
+//! it was forked) is not lost but handled, as a graceful stop, once the
+//! worker can.
 
 use actix::Addr;
 use actix_rt::signal::unix::{SignalKind, signal};

@@ -156,6 +156,13 @@ impl fmt::Display for StatusReport {
                     c.rogue, c.hung, c.memory, c.vanished
                 )?;
             }
+            if c.killed_externally + c.misbehaved > 0 {
+                writeln!(
+                    f,
+                    "    Killed by a signal we did not send {}; retired for misbehaving {}",
+                    c.killed_externally, c.misbehaved
+                )?;
+            }
             if let Some(last) = c.last_crash {
                 let last = if last < 0 {
                     format!("signal {}", -last)
@@ -419,6 +426,30 @@ mod tests {
             killed.contains("    Young deaths 1 (last signal 9); pool healthy"),
             "{killed}"
         );
+    }
+
+    #[test]
+    fn workers_killed_from_outside_and_misbehaving_ones_are_counted_apart() {
+        let quiet = report(Counters::default()).to_string();
+        assert!(!quiet.contains("Killed by a signal"), "{quiet}");
+        let text = report(Counters {
+            killed_externally: 7,
+            misbehaved: 2,
+            ..Counters::default()
+        })
+        .to_string();
+        assert!(
+            text.contains("    Killed by a signal we did not send 7; retired for misbehaving 2"),
+            "{text}"
+        );
+        let json = serde_json::to_value(report(Counters {
+            killed_externally: 7,
+            misbehaved: 2,
+            ..Counters::default()
+        }))
+        .unwrap();
+        assert_eq!(json["counters"]["killed_externally"], 7, "{json}");
+        assert_eq!(json["counters"]["misbehaved"], 2, "{json}");
     }
 
     #[test]

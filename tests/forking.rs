@@ -134,11 +134,20 @@ fn no_descriptor_or_memory_growth_in_the_supervisor_over_1000_workers() {
             c.join().expect("client");
         }
     };
-    // Settled: only the warm worker left, waiting for a request.
+    // Settled: only the warm worker left, waiting for a request, and the
+    // supervisor holds its pidfd (the spawn report may come a moment after
+    // the worker runs; an exited worker's pidfd closes once reaped).
+    let pidfds = |d: &Daemon| {
+        support::fd_targets(d.supervisor)
+            .iter()
+            .filter(|t| t.contains("[pidfd]"))
+            .count()
+    };
     let settled = |d: &Daemon| {
         assert!(
-            wait_until(DEADLINE, || d.workers().len() == 1),
-            "workers left\n{}",
+            wait_until(DEADLINE, || d.workers().len() == 1 && pidfds(d) == 2),
+            "workers left (pidfds {})\n{}",
+            pidfds(d),
             d.report()
         );
     };

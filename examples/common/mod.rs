@@ -66,6 +66,9 @@ pub struct Args {
     pub privileges_all: bool,
     pub binary_upgrade: bool,
     pub fault_fail_upgrade: bool,
+    /// `--fault-slow-upgrade MS`: as the new binary of an upgrade, wait this
+    /// long before starting (a wide window to signal the old one in).
+    pub slow_upgrade: Option<u64>,
     /// `--fault-supervisor-panic start|hup`: the application's actor in the
     /// supervisor panics when the daemon starts, or on SIGHUP.
     pub supervisor_panic: Option<String>,
@@ -80,8 +83,8 @@ const FLAGS: &str = "[PORT] [--foreground] [--logfile PATH] [--start-children N]
 [--workdir DIR] [--ignore-pause] [--request-timeout SECS] [--long-request-timeout SECS] [--max-rss MIB] \
 [--cpu-limit SECS] [--cpu-share PERCENT] [--max-restarts N] [--restart-window SECS] [--fault-commands] \
 [--fault-panic-at-start N] [--foreign-child SHELL-COMMAND] [--pidfile PATH] [--user NAME] [--group NAME] \
-[--privileges workers|all] [--binary-upgrade] [--fault-fail-upgrade] [--fault-supervisor-panic start|hup] \
-[--spawn-timeout SECS]";
+[--privileges workers|all] [--binary-upgrade] [--fault-fail-upgrade] [--fault-slow-upgrade MS] \
+[--fault-supervisor-panic start|hup] [--spawn-timeout SECS]";
 
 fn parse(defaults: &Defaults) -> Result<Args, String> {
     let cwd = std::env::current_dir().map_err(|err| format!("current directory: {err}"))?;
@@ -116,6 +119,7 @@ fn parse(defaults: &Defaults) -> Result<Args, String> {
         privileges_all: false,
         binary_upgrade: false,
         fault_fail_upgrade: false,
+        slow_upgrade: None,
         supervisor_panic: None,
         spawn_timeout: None,
         given: Vec::new(),
@@ -177,6 +181,7 @@ fn parse(defaults: &Defaults) -> Result<Args, String> {
             "--fault-commands" => args.fault_commands = true,
             "--binary-upgrade" => args.binary_upgrade = true,
             "--fault-fail-upgrade" => args.fault_fail_upgrade = true,
+            "--fault-slow-upgrade" => args.slow_upgrade = Some(value(&arg)?),
             "--pidfile" => {
                 let v = it.next().ok_or("--pidfile needs a value")?;
                 args.pidfile = Some(cwd.join(v));
@@ -326,7 +331,11 @@ pub fn main(defaults: Defaults) -> ExitCode {
     if let Err(err) = builder.clone().build() {
         return config_error(defaults.name, &err, &args.given);
     }
-    if args.fault_fail_upgrade && std::env::var_os("ACTIX_DAEMON_UPGRADE_FDS").is_some() {
+    let upgrading = std::env::var_os("ACTIX_DAEMON_UPGRADE_FDS").is_some();
+    if let (true, Some(ms)) = (upgrading, args.slow_upgrade) {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+    if args.fault_fail_upgrade && upgrading {
         eprintln!(
             "{}: fault injection: this binary refuses the upgrade",
             defaults.name

@@ -53,7 +53,7 @@ pub(crate) use channel::{Wake, dispatch_pair, dispatch_recv, dispatch_send, read
 pub(crate) use pidfd::Pidfd;
 #[cfg(test)]
 pub(crate) use spawner::test_fork;
-pub(crate) use spawner::{SpawnerLink, WorkerBoot, start_spawner};
+pub(crate) use spawner::{SpawnerLink, WorkerBoot, start_spawner, unblock_held_signals};
 
 /// Exit status of a worker whose application panicked.
 pub const EXIT_PANIC: i32 = 101;

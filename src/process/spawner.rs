@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sys::prctl;
-use nix::sys::signal::{SigHandler, Signal, signal};
+use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, signal, sigprocmask};
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 #[cfg(test)]
 use nix::sys::wait::waitpid;
@@ -38,11 +38,41 @@ const SPAWNER_IGNORES: [Signal; 9] = [
 ];
 
 /// What a new worker gets back at once: the default action of SIGCHLD,
-/// SIGINT and SIGTERM. SIGHUP, SIGUSR1, SIGUSR2 and SIGQUIT stay ignored
-/// until the worker's runtime installs its handlers (a HUP sent by log
-/// rotation while a worker starts must not kill it), and job control
-/// (SIGTTIN, SIGTTOU) stays ignored for good.
+/// SIGINT and SIGTERM (held blocked until its handlers exist, see
+/// [`HELD_WHILE_STARTING`]). SIGHUP, SIGUSR1, SIGUSR2 and SIGQUIT stay
+/// ignored and blocked until the worker's runtime installs its handlers (a
+/// HUP sent by log rotation while a worker starts must not kill it), and
+/// job control (SIGTTIN, SIGTTOU) stays ignored for good.
 const WORKER_DEFAULTS: [Signal; 3] = [Signal::SIGCHLD, Signal::SIGINT, Signal::SIGTERM];
+
+/// What a new worker holds blocked from its birth until its runtime has
+/// installed its handlers ([`unblock_held_signals`]): a TERM or a HUP sent
+/// while it starts (while it waits to be re-parented, say) is kept pending,
+/// not lost to the spawner's SIG_IGN nor acted on by a default action, and
+/// reaches the worker's handler once it exists. (A blocked signal is never
+/// discarded as ignored on Linux: it stays pending until unblocked.)
+const HELD_WHILE_STARTING: [Signal; 6] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGQUIT,
+];
+
+fn held_while_starting() -> SigSet {
+    let mut set = SigSet::empty();
+    for sig in HELD_WHILE_STARTING {
+        set.add(sig);
+    }
+    set
+}
+
+/// In a worker, once its signal handlers exist: delivers what was held
+/// since its fork. A no-op in the supervisor, which holds nothing.
+pub(crate) fn unblock_held_signals() {
+    let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&held_while_starting()), None);
+}
 
 /// Sets `handler` for `signals`.
 fn set_signals(signals: &[Signal], handler: SigHandler) {
@@ -213,6 +243,8 @@ fn spawner_main<F: FnOnce(&crate::Process)>(
                 // kernel, if it dies before this intermediate exits: its
                 // pid then cannot be reused before its pidfd is open.
                 set_signals(&[Signal::SIGCHLD], SigHandler::SigDfl);
+                // The worker inherits this mask; see HELD_WHILE_STARTING.
+                let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&held_while_starting()), None);
                 // SAFETY: fork site "spawner loop", second fork (the worker):
                 // the intermediate is a single-threaded copy of the spawner.
                 let code = match unsafe { nix::unistd::fork() } {

@@ -115,6 +115,9 @@ pub(crate) struct Supervisor {
     acked: bool,
     resend_delay: Duration,
     resend_scheduled: bool,
+    /// A stuck spawner ended while a binary upgrade replaces this
+    /// supervisor: the daemon's error if that upgrade fails.
+    spawner_lost: Option<Error>,
 }
 
 const SWEEP: Duration = Duration::from_secs(1);
@@ -153,6 +156,7 @@ impl Supervisor {
             acked: false,
             resend_delay: RESEND_MIN,
             resend_scheduled: false,
+            spawner_lost: None,
         };
         (common, supervisor)
     }
@@ -260,6 +264,9 @@ impl Supervisor {
                 s.unclaimed
                     .retain(|_, (_, at)| at.elapsed() < Duration::from_secs(60));
                 s.reap(c, ctx);
+                // A worker that forges its slot does not wake the
+                // supervisor: the census runs at least once a sweep.
+                s.after_change(c, ctx);
             }
         });
         if let (Some(limits), Some(_)) = (c.config.babysit_limits(), c.board.as_ref()) {

@@ -6,10 +6,11 @@
 //! and answers no signal. The panic hook installed here instead:
 //!
 //! 1. logs the panic with where it happened;
-//! 2. sends TERM to every child of the supervisor (workers, spawner,
-//!    foreign children), each through a pidfd opened while it is an
-//!    unreaped child, waits for them up to the shutdown timeout, then KILLs
-//!    and reaps what is left;
+//! 2. sends TERM to every child of the supervisor (workers, foreign
+//!    children) and KILL to the spawner (which ignores TERM and has nothing
+//!    to finish), each through a pidfd opened while it is an unreaped
+//!    child, waits for them up to the shutdown timeout, then KILLs and
+//!    reaps what is left;
 //! 3. removes the pidfile (if it holds this pid);
 //! 4. tells a launching process still waiting (`E` and the message);
 //! 5. exits with [`EXIT_PANIC`](crate::EXIT_PANIC).
@@ -31,15 +32,17 @@ pub(crate) static LAUNCHER_FDS: [AtomicI32; 2] = [AtomicI32::new(-1), AtomicI32:
 struct Settings {
     pidfile: Option<PathBuf>,
     shutdown_timeout: Duration,
+    spawner: Option<Pid>,
 }
 
 static SETTINGS: OnceLock<Settings> = OnceLock::new();
 
 /// Installs the hook, in the supervisor, before its runtime starts.
-pub(crate) fn install(pidfile: Option<PathBuf>, shutdown_timeout: Duration) {
+pub(crate) fn install(pidfile: Option<PathBuf>, shutdown_timeout: Duration, spawner: Option<Pid>) {
     let _ = SETTINGS.set(Settings {
         pidfile,
         shutdown_timeout,
+        spawner,
     });
     let me = std::process::id();
     std::panic::set_hook(Box::new(move |info| {
@@ -87,6 +90,7 @@ fn end_children() {
     let timeout = SETTINGS
         .get()
         .map_or(Duration::from_secs(10), |s| s.shutdown_timeout);
+    let spawner = SETTINGS.get().and_then(|s| s.spawner);
     // Each pid is an unreaped child of ours: its pidfd cannot name another
     // process.
     let pidfds: Vec<Pidfd> = children()
@@ -94,7 +98,12 @@ fn end_children() {
         .filter_map(|pid| Pidfd::open(pid).ok())
         .collect();
     for pidfd in &pidfds {
-        let _ = pidfd.signal(Signal::SIGTERM);
+        let sig = if Some(pidfd.pid()) == spawner {
+            Signal::SIGKILL
+        } else {
+            Signal::SIGTERM
+        };
+        let _ = pidfd.signal(sig);
     }
     let deadline = Instant::now() + timeout;
     let mut left = pidfds.len();

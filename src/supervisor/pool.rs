@@ -125,7 +125,12 @@ impl Supervisor {
         if let Some(board) = &c.board {
             board.set_pid(slot, pid.as_raw());
         }
-        if child.ask == Ask::Retire(Retire::Misbehaved) {
+        // Logged and counted once: a worker already told to go for its
+        // nonsense, or already being escalated or killed, is only put right.
+        if matches!(
+            child.ask,
+            Ask::Retire(Retire::Misbehaved) | Ask::Escalated(_) | Ask::Kill
+        ) {
             return;
         }
         error!(c.log, "worker misbehaves: retiring it"; "slot" => slot, "worker" => pid.as_raw(),
@@ -275,6 +280,16 @@ impl Supervisor {
         let Some(board) = c.board.clone() else {
             return false;
         };
+        // No spawner to ask (it died, or was ended as stuck): a request
+        // would stay pending for good and hold up the drain.
+        if self
+            .spawner
+            .as_ref()
+            .and_then(|s| s.sock.as_ref())
+            .is_none()
+        {
+            return false;
+        }
         if let Some(until) = self.backoff.hold(now) {
             self.wake_at_least(Some(until));
             return false;
@@ -351,6 +366,14 @@ impl Supervisor {
         }
     }
 
+    /// Gives up every spawn still pending: the spawner will answer none.
+    fn abandon_all_spawns(&mut self, c: &mut Common) {
+        let pending: Vec<SlotId> = self.registry.pending().map(|(slot, _)| slot).collect();
+        for slot in pending {
+            self.abandon_spawn(c, slot);
+        }
+    }
+
     pub(crate) fn on_spawner(
         &mut self,
         c: &mut Common,
@@ -379,6 +402,9 @@ impl Supervisor {
                     spawner.sock = None;
                     spawner.task = None;
                 }
+                // Every reply it sent has been read: what is still pending
+                // will never come.
+                self.abandon_all_spawns(c);
                 // The spawner's exit status says more than its socket's EOF.
                 self.reap(c, ctx);
                 if !self.phase.is_stopping() && self.spawner.is_some() {
@@ -480,21 +506,26 @@ impl Supervisor {
         if let Some(task) = spawner.task.take() {
             task.abort();
         }
-        let pending: Vec<SlotId> = self.registry.pending().map(|(slot, _)| slot).collect();
-        for slot in pending {
-            self.abandon_spawn(c, slot);
-        }
+        self.abandon_all_spawns(c);
+        let stuck = Error::SpawnerStuck {
+            pid: pid.as_raw(),
+            waited: asked.elapsed(),
+        };
         if c.config.binary_upgrade() && self.phase.is_serving() {
             warn!(
                 c.log,
                 "replacing this supervisor through the binary upgrade, for a fresh spawner"
             );
-            self.upgrade(c, ctx);
+            self.spawner_lost = Some(stuck);
+            if !self.upgrading() {
+                self.upgrade(c, ctx);
+            }
+            // Could not even start: nothing will replace this supervisor.
+            if !self.upgrading() {
+                self.upgrade_failed_without_spawner(c, "the upgrade did not start", ctx);
+            }
         } else {
-            self.fail(Error::SpawnerStuck {
-                pid: pid.as_raw(),
-                waited: asked.elapsed(),
-            });
+            self.fail(stuck);
             self.shutdown(c, "spawner stuck", ctx);
         }
     }
@@ -510,7 +541,11 @@ impl Supervisor {
         }
         for (pid, status) in reaped {
             if Some(pid) == self.spawner_pid() {
-                self.spawner = None;
+                // Replies still buffered in its socket come before its EOF:
+                // pending spawns are given up only once the socket is done.
+                if self.spawner.take().is_some_and(|s| s.sock.is_none()) {
+                    self.abandon_all_spawns(c);
+                }
                 let status = process::describe_status(&status);
                 if self.phase.is_stopping() || c.config.binary_upgrade() && self.upgrading() {
                     debug!(c.log, "spawner exited"; "status" => &status);

@@ -221,10 +221,30 @@ impl Supervisor {
                 if let Some(path) = c.config.pidfile() {
                     let _ = std::fs::rename(crate::ops::Pidfile::oldbin(path), path);
                 }
-                error!(c.log, "binary upgrade failed, still serving"; "new" => new.as_raw(), "error" => why);
                 self.phase = Phase::Running;
+                if self.spawner_lost.is_some() {
+                    self.upgrade_failed_without_spawner(c, &why, ctx);
+                    return;
+                }
+                error!(c.log, "binary upgrade failed, still serving"; "new" => new.as_raw(), "error" => why);
             }
         }
+    }
+
+    /// The upgrade was the way out of a stuck spawner and failed: without
+    /// a spawner this supervisor cannot keep its pool, so it stops, with
+    /// the stuck spawner as its error.
+    pub(crate) fn upgrade_failed_without_spawner(
+        &mut self,
+        c: &mut Common,
+        why: &str,
+        ctx: &mut Context<DaemonActor>,
+    ) {
+        error!(c.log, "binary upgrade failed, and no spawner is left: stopping"; "error" => why);
+        if let Some(err) = self.spawner_lost.take() {
+            self.fail(err);
+        }
+        self.shutdown(c, "binary upgrade failed without a spawner", ctx);
     }
 
     /// TERMs a new supervisor that came up after this one began to stop,

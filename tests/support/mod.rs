@@ -192,6 +192,14 @@ impl Conn {
     }
 }
 
+/// What [`Daemon::launch`] saw: the daemon's guard and its launcher's end.
+pub struct Launch {
+    pub daemon: Daemon,
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
 /// A running example daemon, killed (with everything it started) on drop.
 pub struct Daemon {
     pub name: String,
@@ -233,6 +241,45 @@ impl Daemon {
         args: &[&str],
         adjust: impl FnOnce(&mut Command, &Path),
     ) -> Daemon {
+        let Launch {
+            mut daemon,
+            status,
+            stdout,
+            stderr,
+        } = Daemon::launch(name, wrapper, args, adjust);
+        assert!(
+            status.success(),
+            "{name} launcher failed: {status:?}, stderr: {stderr}\n{}",
+            daemon.report()
+        );
+        let mut lines = stdout.lines();
+        let first = lines.next().unwrap_or_default();
+        daemon.port = first
+            .trim()
+            .strip_prefix("PORT=")
+            .unwrap_or_else(|| panic!("first line {first:?} is not PORT=<n>"))
+            .parse()
+            .expect("port number");
+        assert_eq!(lines.next(), None, "only one line on stdout: {stdout:?}");
+        assert!(
+            wait_until(DEADLINE, || {
+                daemon.supervisor = daemon.find_supervisor().unwrap_or(0);
+                daemon.supervisor != 0
+            }),
+            "no supervisor found for {name}"
+        );
+        daemon
+    }
+
+    /// Runs an example's launcher to its end, whether or not it succeeds:
+    /// the guard (which kills whatever the daemon left on drop), how the
+    /// launcher exited, and what it wrote.
+    pub fn launch(
+        name: &str,
+        wrapper: &[&str],
+        args: &[&str],
+        adjust: impl FnOnce(&mut Command, &Path),
+    ) -> Launch {
         subreaper();
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join(format!("{name}.log"));
@@ -262,7 +309,7 @@ impl Daemon {
             let _ = BufReader::new(stdout).read_to_string(&mut all);
             let _ = tx.send(all);
         });
-        let mut daemon = Daemon {
+        let daemon = Daemon {
             name: name.to_owned(),
             dir,
             port: 0,
@@ -272,7 +319,7 @@ impl Daemon {
         };
         let output = rx.recv_timeout(DEADLINE);
         let _ = daemon.pids();
-        let output = output.unwrap_or_else(|_| {
+        let stdout = output.unwrap_or_else(|_| {
             let _ = child.kill();
             let _ = child.wait();
             panic!(
@@ -287,28 +334,12 @@ impl Daemon {
             .take()
             .expect("stderr")
             .read_to_string(&mut stderr);
-        assert!(
-            status.success(),
-            "{name} launcher failed: {status:?}, stderr: {stderr}\n{}",
-            daemon.report()
-        );
-        let mut lines = output.lines();
-        let first = lines.next().unwrap_or_default();
-        daemon.port = first
-            .trim()
-            .strip_prefix("PORT=")
-            .unwrap_or_else(|| panic!("first line {first:?} is not PORT=<n>"))
-            .parse()
-            .expect("port number");
-        assert_eq!(lines.next(), None, "only one line on stdout: {output:?}");
-        assert!(
-            wait_until(DEADLINE, || {
-                daemon.supervisor = daemon.find_supervisor().unwrap_or(0);
-                daemon.supervisor != 0
-            }),
-            "no supervisor found for {name}"
-        );
-        daemon
+        Launch {
+            daemon,
+            status,
+            stdout,
+            stderr,
+        }
     }
 
     /// Every live process of this daemon: those whose stderr is our log
@@ -421,6 +452,15 @@ impl Daemon {
 
     pub fn signal(&self, sig: Signal) {
         kill(Pid::from_raw(self.supervisor), sig).expect("signal supervisor");
+    }
+
+    /// Waits until the log holds `text`.
+    pub fn wait_log(&self, text: &str) {
+        assert!(
+            wait_until(DEADLINE, || self.log_text().contains(text)),
+            "{text:?} never logged\n{}",
+            self.report()
+        );
     }
 
     /// The log file's contents.
@@ -562,15 +602,32 @@ impl Load {
         }
     }
 
-    pub fn stop(self) -> (u64, u64) {
+    /// Rounds completed so far.
+    pub fn served(&self) -> u64 {
+        self.ok.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Rounds failed so far.
+    pub fn failed(&self) -> u64 {
+        self.errors.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn stop(mut self) -> (u64, u64) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        for t in self.threads {
+        for t in std::mem::take(&mut self.threads) {
             t.join().expect("client thread");
         }
         (
             self.ok.load(std::sync::atomic::Ordering::Relaxed),
             self.errors.load(std::sync::atomic::Ordering::Relaxed),
         )
+    }
+}
+
+impl Drop for Load {
+    /// Clients stop even when the test fails.
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
