@@ -144,13 +144,23 @@ fn prometheus(report: &StatusReport) -> String {
             c.killed,
         ),
         (
+            "workers_killed_externally_total",
+            "Workers ended by a signal the supervisor did not send (the OOM killer, an operator's kill -9).",
+            c.killed_externally,
+        ),
+        (
+            "workers_misbehaved_total",
+            "Workers retired for writing nonsense into the scoreboard.",
+            c.misbehaved,
+        ),
+        (
             "fork_failures_total",
             "Forks that failed and were retried.",
             c.fork_failed,
         ),
         (
             "workers_crashed_total",
-            "Workers that died young (before ready, or within a second, with an error).",
+            "Workers that failed before they were ready, or crashed after (a crash signal or a non-zero exit).",
             c.crashed,
         ),
     ] {
@@ -339,6 +349,8 @@ mod tests {
                 requests: 160,
                 crashed: 1,
                 last_crash: Some(-9),
+                killed_externally: 3,
+                misbehaved: 4,
                 ..Counters::default()
             },
             queued_requests: None,
@@ -357,6 +369,8 @@ mod tests {
             "actix_daemon_workers_spawned_total 5",
             "actix_daemon_workers_retired_total 2",
             "actix_daemon_workers_crashed_total 1",
+            "actix_daemon_workers_killed_externally_total 3",
+            "actix_daemon_workers_misbehaved_total 4",
             "actix_daemon_last_crash_status -9",
             "actix_daemon_degraded 0",
             "actix_daemon_requests_per_worker 50",
