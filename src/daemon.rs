@@ -498,9 +498,13 @@ impl Actor for DaemonActor {
         core.common.life.started = true;
         core.common.broadcast(DaemonSignal::Start);
         match &mut core.role {
-            RoleState::Supervisor(s) => s.started(&mut core.common, ctx),
+            RoleState::Supervisor(s) => {
+                crate::supervisor::executor::attach(s, &core.common, ctx);
+                s.started(&mut core.common);
+            }
             RoleState::Worker(w) => w.started(&mut core.common, ctx),
         }
+        crate::supervisor::execute(self, ctx);
     }
 }
 
@@ -520,6 +524,8 @@ impl SystemService for DaemonActor {}
 
 /// Hands a message to the role of this process; `$sup` and `$wrk` are
 /// called with the role, the shared part and the context.
+/// The supervisor's effects are then carried out (see
+/// [`crate::supervisor::execute`]).
 macro_rules! to_role {
     ($self:ident, $ctx:ident, |$c:ident| sup $s:ident => $sup:expr, wrk $w:ident => $wrk:expr) => {
         if let Some(core) = $self.core.as_deref_mut() {
@@ -529,6 +535,7 @@ macro_rules! to_role {
                 RoleState::Worker($w) => $wrk,
             }
         }
+        crate::supervisor::execute($self, $ctx);
     };
 }
 
@@ -536,7 +543,7 @@ impl Handler<UpdateStatus> for DaemonActor {
     type Result = ();
 
     fn handle(&mut self, msg: UpdateStatus, ctx: &mut Context<Self>) {
-        to_role!(self, ctx, |c| sup s => s.update(c, msg, ctx), wrk w => w.update(c, msg, ctx));
+        to_role!(self, ctx, |c| sup s => s.update(c, msg), wrk w => w.update(c, msg, ctx));
     }
 }
 
@@ -544,7 +551,7 @@ impl Handler<OsSignal> for DaemonActor {
     type Result = ();
 
     fn handle(&mut self, msg: OsSignal, ctx: &mut Context<Self>) {
-        to_role!(self, ctx, |c| sup s => s.on_signal(c, msg, ctx), wrk w => w.on_signal(c, msg, ctx));
+        to_role!(self, ctx, |c| sup s => s.on_signal(c, msg), wrk w => w.on_signal(c, msg, ctx));
     }
 }
 
@@ -552,7 +559,7 @@ impl Handler<Shutdown> for DaemonActor {
     type Result = ();
 
     fn handle(&mut self, _msg: Shutdown, ctx: &mut Context<Self>) {
-        to_role!(self, ctx, |c| sup s => s.shutdown(c, "Shutdown message", ctx),
+        to_role!(self, ctx, |c| sup s => s.shutdown(c, "Shutdown message"),
             wrk w => w.shutdown(c, "Shutdown message", ctx));
     }
 }
@@ -561,7 +568,7 @@ impl Handler<ShutdownAcked> for DaemonActor {
     type Result = ();
 
     fn handle(&mut self, _msg: ShutdownAcked, ctx: &mut Context<Self>) {
-        to_role!(self, ctx, |c| sup s => s.shutdown_acked(c, ctx), wrk w => w.shutdown_acked(c));
+        to_role!(self, ctx, |c| sup s => s.shutdown_acked(c), wrk w => w.shutdown_acked(c));
     }
 }
 
@@ -570,7 +577,7 @@ impl Handler<ForeignChild> for DaemonActor {
 
     fn handle(&mut self, msg: ForeignChild, ctx: &mut Context<Self>) {
         let pid = Pid::from_raw(msg.0);
-        to_role!(self, ctx, |c| sup s => s.foreign_child(c, pid, ctx), wrk w => w.foreign_child(c, pid));
+        to_role!(self, ctx, |c| sup s => s.foreign_child(c, pid), wrk w => w.foreign_child(c, pid));
     }
 }
 
@@ -578,7 +585,7 @@ impl Handler<Woken> for DaemonActor {
     type Result = ();
 
     fn handle(&mut self, _msg: Woken, ctx: &mut Context<Self>) {
-        to_role!(self, ctx, |c| sup s => s.after_change(c, ctx), wrk _w => {});
+        to_role!(self, ctx, |c| sup s => s.after_change(c), wrk _w => {});
     }
 }
 
@@ -586,7 +593,7 @@ impl Handler<FromSpawner> for DaemonActor {
     type Result = ();
 
     fn handle(&mut self, msg: FromSpawner, ctx: &mut Context<Self>) {
-        to_role!(self, ctx, |c| sup s => s.on_spawner(c, msg.0, ctx), wrk _w => {});
+        to_role!(self, ctx, |c| sup s => s.on_spawner(c, msg.0), wrk _w => {});
     }
 }
 
@@ -594,7 +601,7 @@ impl Handler<Returned> for DaemonActor {
     type Result = ();
 
     fn handle(&mut self, msg: Returned, ctx: &mut Context<Self>) {
-        to_role!(self, ctx, |c| sup s => s.returned(c, msg.0, ctx), wrk _w => {});
+        to_role!(self, ctx, |c| sup s => s.returned(c, msg.0), wrk _w => {});
     }
 }
 
@@ -610,7 +617,7 @@ impl Handler<UpgradeVerdict> for DaemonActor {
     type Result = ();
 
     fn handle(&mut self, msg: UpgradeVerdict, ctx: &mut Context<Self>) {
-        to_role!(self, ctx, |c| sup s => s.upgrade_verdict(c, msg.0, ctx), wrk _w => {});
+        to_role!(self, ctx, |c| sup s => s.upgrade_verdict(c, msg.0), wrk _w => {});
     }
 }
 
@@ -618,7 +625,7 @@ impl Handler<Babysat> for DaemonActor {
     type Result = ();
 
     fn handle(&mut self, msg: Babysat, ctx: &mut Context<Self>) {
-        to_role!(self, ctx, |c| sup s => s.babysat(c, msg.0, ctx), wrk _w => {});
+        to_role!(self, ctx, |c| sup s => s.babysat(c, msg.0), wrk _w => {});
     }
 }
 

@@ -22,8 +22,6 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actix::prelude::*;
-use nix::errno::Errno;
 use nix::sys::signal::Signal;
 use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
@@ -31,17 +29,19 @@ use slog::{Logger, debug, info, warn};
 
 use crate::babysitter::Action;
 use crate::config::{Config, Mode};
-use crate::daemon::{Common, DaemonActor, FromSpawner, Returned, Woken};
+use crate::daemon::Common;
 use crate::error::Error;
 use crate::messages::{DaemonSignal, OsSignal, UpdateStatus};
 use crate::payload::Payload;
-use crate::process::{self, Pidfd, ReadyNotifier, SpawnerLink, Wake};
+use crate::process::{self, ReadyNotifier, SpawnerLink, Wake};
 use crate::scoreboard::{Counter, SlotSnapshot};
 use crate::state::UpdateKind;
 use crate::status::{PeekReport, Role, StatusReport};
 
 mod census;
 pub(crate) mod dispatch;
+pub(crate) mod effects;
+pub(crate) mod executor;
 pub(crate) mod exits;
 pub(crate) mod pacing;
 pub(crate) mod panic;
@@ -50,12 +50,17 @@ mod pool;
 pub(crate) mod prefork;
 pub(crate) mod registry;
 mod stop;
+#[cfg(test)]
+mod tests;
 
+use effects::{Effect, Os, RealOs};
 use exits::Backoff;
 use pacing::Pacer;
 use phase::Phase;
 use prefork::Prefork;
-use registry::{Ask, Registry, Retire};
+use registry::{Ask, Handle, Registry, Retire};
+
+pub(crate) use executor::execute;
 
 /// What `run` hands the supervisor's actor.
 pub(crate) struct SupervisorSetup {
@@ -71,7 +76,7 @@ pub(crate) struct SupervisorSetup {
 
 /// The spawner, while its socket is open.
 struct Spawner {
-    pidfd: Pidfd,
+    pidfd: Box<dyn Handle>,
     sock: Option<Arc<OwnedFd>>,
     task: Option<actix_rt::task::JoinHandle<()>>,
 }
@@ -90,7 +95,11 @@ struct Requests {
 /// The supervisor role.
 pub(crate) struct Supervisor {
     phase: Phase,
-    registry: Registry<Pidfd>,
+    registry: Registry<Box<dyn Handle>>,
+    /// The OS side (see [`effects`]).
+    os: Box<dyn Os>,
+    /// What the actor shell is to carry out after this event.
+    effects: Vec<Effect>,
     /// The spawner, until it is reaped.
     spawner: Option<Spawner>,
     wake: Option<Arc<Wake>>,
@@ -132,8 +141,10 @@ impl Supervisor {
         let supervisor = Supervisor {
             phase: Phase::Starting,
             registry: Registry::default(),
+            os: Box::new(RealOs),
+            effects: Vec::new(),
             spawner: setup.spawner.map(|link| Spawner {
-                pidfd: link.pidfd,
+                pidfd: Box::new(link.pidfd),
                 sock: Some(Arc::new(link.sock)),
                 task: None,
             }),
@@ -169,109 +180,9 @@ impl Supervisor {
         self.spawner.as_ref().map(|s| s.pidfd.pid())
     }
 
-    pub(crate) fn started(&mut self, c: &mut Common, ctx: &mut Context<DaemonActor>) {
-        let addr = ctx.address();
-        if let Some(wake) = self.wake.clone() {
-            let addr = addr.clone();
-            actix_rt::spawn(async move {
-                let Ok(fd) = process::watch(wake) else {
-                    return;
-                };
-                loop {
-                    let Ok(mut guard) = fd.readable().await else {
-                        return;
-                    };
-                    guard.clear_ready();
-                    if fd.get_ref().0.drain() {
-                        addr.do_send(Woken);
-                    }
-                }
-            });
-        }
-        if let Some(sock) = self.requests.dispatch.clone() {
-            let addr = addr.clone();
-            actix_rt::spawn(async move {
-                let Ok(fd) = process::watch(sock) else {
-                    return;
-                };
-                loop {
-                    let Ok(mut guard) = fd.readable().await else {
-                        return;
-                    };
-                    match process::dispatch_recv(fd.get_ref().as_raw_fd()) {
-                        Ok(Some(payload)) => addr.do_send(Returned(payload)),
-                        Ok(None) => return,
-                        Err(Errno::EAGAIN) => guard.clear_ready(),
-                        Err(Errno::EINTR) => {}
-                        Err(_) => return,
-                    }
-                }
-            });
-        }
-        if let Some(spawner) = &mut self.spawner
-            && let Some(sock) = spawner.sock.clone()
-        {
-            let addr = addr.clone();
-            spawner.task = Some(actix_rt::spawn(async move {
-                use process::wire::FromSpawner as Msg;
-                let Ok(fd) = process::watch(sock) else {
-                    addr.do_send(FromSpawner(Msg::Closed));
-                    return;
-                };
-                loop {
-                    let Ok(mut guard) = fd.readable().await else {
-                        return;
-                    };
-                    loop {
-                        match process::wire::recv_reply(fd.get_ref().as_raw_fd()) {
-                            Ok(Msg::Closed) => {
-                                addr.do_send(FromSpawner(Msg::Closed));
-                                return;
-                            }
-                            Ok(msg) => addr.do_send(FromSpawner(msg)),
-                            Err(Errno::EAGAIN) => {
-                                guard.clear_ready();
-                                break;
-                            }
-                            Err(Errno::EINTR) => {}
-                            Err(_) => {
-                                addr.do_send(FromSpawner(Msg::Closed));
-                                return;
-                            }
-                        }
-                    }
-                }
-            }));
-        }
-        if let Some(interval) = crate::systemd::watchdog_interval()
-            && self.systemd.is_some()
-        {
-            // Only while this loop runs and the pool is not degraded.
-            ctx.run_interval(interval / 2, |act, _ctx| {
-                if let Some((_, s)) = act.supervisor_mut()
-                    && s.backoff.streak() == 0
-                    && !s.is_stopping()
-                    && let Some(sd) = &s.systemd
-                {
-                    sd.send("WATCHDOG=1");
-                }
-            });
-        }
-        ctx.run_interval(SWEEP, |act, ctx| {
-            if let Some((c, s)) = act.supervisor_mut() {
-                s.notify_status(c);
-                s.check_spawner(c, ctx);
-                s.unclaimed
-                    .retain(|_, (_, at)| at.elapsed() < Duration::from_secs(60));
-                s.reap(c, ctx);
-                // A worker that forges its slot does not wake the
-                // supervisor: the census runs at least once a sweep.
-                s.after_change(c, ctx);
-            }
-        });
-        if let (Some(limits), Some(_)) = (c.config.babysit_limits(), c.board.as_ref()) {
-            crate::babysitter::BabysitterActor::new(limits, c.log.clone(), addr.clone()).start();
-        }
+    /// The actor started: the shell has attached its watchers
+    /// ([`executor::attach`]); tell the subscribers and fill the pool.
+    pub(crate) fn started(&mut self, c: &mut Common) {
         info!(c.log, "daemon started"; "mode" => c.config.mode().describe(),
             "spawner" => self.spawner_pid().map(Pid::as_raw));
         match c.config.mode() {
@@ -280,32 +191,51 @@ impl Supervisor {
                 if matches!(c.config.mode(), Mode::ForkPerRequest { .. }) {
                     c.broadcast(DaemonSignal::Accept);
                 }
-                self.ready(c, ctx);
+                self.ready(c);
             }
             Mode::PreFork(_) => {}
         }
-        self.after_change(c, ctx);
+        self.after_change(c);
     }
 
-    pub(crate) fn on_signal(
-        &mut self,
-        c: &mut Common,
-        sig: OsSignal,
-        ctx: &mut Context<DaemonActor>,
-    ) {
+    /// The one-second sweep: systemd status, the spawner's deadline,
+    /// forgotten exits, a reap in case a SIGCHLD was merged, and a census
+    /// (a worker that forges its slot does not wake the supervisor).
+    pub(crate) fn sweep(&mut self, c: &mut Common) {
+        self.notify_status(c);
+        self.check_spawner(c);
+        let now = self.os.now();
+        self.unclaimed
+            .retain(|_, (_, at)| now.saturating_duration_since(*at) < Duration::from_secs(60));
+        self.reap(c);
+        self.after_change(c);
+    }
+
+    /// systemd's watchdog, every half interval: only while this loop runs
+    /// and the pool is not degraded.
+    pub(crate) fn watchdog(&self) {
+        if self.backoff.streak() == 0
+            && !self.is_stopping()
+            && let Some(sd) = &self.systemd
+        {
+            sd.send("WATCHDOG=1");
+        }
+    }
+
+    pub(crate) fn on_signal(&mut self, c: &mut Common, sig: OsSignal) {
         match sig {
-            OsSignal::Term | OsSignal::Int | OsSignal::Quit => self.shutdown(c, sig.name(), ctx),
+            OsSignal::Term | OsSignal::Int | OsSignal::Quit => self.shutdown(c, sig.name()),
             OsSignal::Hup => self.hup(c),
-            OsSignal::Usr2 if c.config.binary_upgrade() => self.upgrade(c, ctx),
+            OsSignal::Usr2 if c.config.binary_upgrade() => self.upgrade(c),
             OsSignal::Usr2 => {
                 let mut report = c.peek(true, Role::Supervisor, self.is_stopping());
                 self.peek(&mut report);
                 info!(c.log, "peek (SIGUSR2)\n{}", report);
             }
-            OsSignal::Chld => self.reap(c, ctx),
-            OsSignal::Usr1 => self.reload(c, ctx),
-            OsSignal::Ttin => self.resize(c, 1, ctx),
-            OsSignal::Ttou => self.resize(c, -1, ctx),
+            OsSignal::Chld => self.reap(c),
+            OsSignal::Usr1 => self.reload(c),
+            OsSignal::Ttin => self.resize(c, 1),
+            OsSignal::Ttou => self.resize(c, -1),
         }
     }
 
@@ -315,8 +245,9 @@ impl Supervisor {
     fn hup(&mut self, c: &mut Common) {
         c.reopen_log();
         if let Some(sock) = self.spawner.as_ref().and_then(|s| s.sock.as_ref()) {
-            let _ =
-                process::wire::send_request(sock.as_raw_fd(), process::wire::SpawnRequest::Reopen);
+            let _ = self
+                .os
+                .send(sock.as_raw_fd(), process::wire::SpawnRequest::Reopen);
         }
         for slot in self.registry.slots() {
             if self
@@ -331,7 +262,7 @@ impl Supervisor {
 
     /// SIGTTIN (+1) / SIGTTOU (-1): move both spare targets, within
     /// 1..=max_children and keeping min_spare <= max_spare.
-    fn resize(&mut self, c: &mut Common, by: isize, ctx: &mut Context<DaemonActor>) {
+    fn resize(&mut self, c: &mut Common, by: isize) {
         let Mode::PreFork(pool) = *c.config.mode() else {
             warn!(c.log, "resize ignored: not a pre-forked pool");
             return;
@@ -349,15 +280,10 @@ impl Supervisor {
         }
         info!(c.log, "pool resized"; "min_spare" => min, "max_spare" => max,
             "signal" => if by > 0 { "SIGTTIN" } else { "SIGTTOU" });
-        self.after_change(c, ctx);
+        self.after_change(c);
     }
 
-    pub(crate) fn update(
-        &mut self,
-        c: &mut Common,
-        update: UpdateStatus,
-        ctx: &mut Context<DaemonActor>,
-    ) {
+    pub(crate) fn update(&mut self, c: &mut Common, update: UpdateStatus) {
         match (update, c.config.mode()) {
             (UpdateStatus::Req(payload), Mode::ForkPerRequest { .. }) => {
                 if self.is_stopping() {
@@ -365,7 +291,7 @@ impl Supervisor {
                     return;
                 }
                 self.requests.queue.push_back(payload);
-                self.after_change(c, ctx);
+                self.after_change(c);
             }
             (update, _) => {
                 let place = format!("supervisor pid {}", c.pid);
@@ -376,27 +302,17 @@ impl Supervisor {
 
     /// Fork per request: a worker handed back a request it could not
     /// serve; it goes first.
-    pub(crate) fn returned(
-        &mut self,
-        c: &mut Common,
-        payload: Payload,
-        ctx: &mut Context<DaemonActor>,
-    ) {
+    pub(crate) fn returned(&mut self, c: &mut Common, payload: Payload) {
         if self.is_stopping() {
             warn!(c.log, "request closed unserved: shutting down");
             return;
         }
         debug!(c.log, "a worker handed a request back; it goes first");
         self.requests.queue.push_front(payload);
-        self.after_change(c, ctx);
+        self.after_change(c);
     }
 
-    pub(crate) fn foreign_child(
-        &mut self,
-        c: &mut Common,
-        pid: Pid,
-        ctx: &mut Context<DaemonActor>,
-    ) {
+    pub(crate) fn foreign_child(&mut self, c: &mut Common, pid: Pid) {
         if self.unclaimed.remove(&pid).is_some() {
             info!(c.log, "foreign child had already exited"; "child" => pid.as_raw());
             return;
@@ -415,18 +331,13 @@ impl Supervisor {
                 warn!(c.log, "foreign child refused"; "child" => pid.as_raw(), "why" => why)
             }
         }
-        self.reap(c, ctx);
+        self.reap(c);
     }
 
     /// The babysitter's decisions, carried out through the registry: an
     /// action for a slot whose registered worker is not the pid the
     /// babysitter looked at is dropped.
-    pub(crate) fn babysat(
-        &mut self,
-        c: &mut Common,
-        actions: Vec<Action>,
-        ctx: &mut Context<DaemonActor>,
-    ) {
+    pub(crate) fn babysat(&mut self, c: &mut Common, actions: Vec<Action>) {
         let Some(board) = c.board.clone() else {
             return;
         };
@@ -474,7 +385,7 @@ impl Supervisor {
                 }
             }
         }
-        self.after_change(c, ctx);
+        self.after_change(c);
     }
 
     /// The registered workers, with their pids from the registry and the
@@ -517,7 +428,7 @@ impl Supervisor {
             Phase::Draining { deadline, .. } | Phase::Killing { deadline, .. } => format!(
                 "phase: {}, {:?} left",
                 self.phase.name(),
-                deadline.saturating_duration_since(Instant::now())
+                deadline.saturating_duration_since(self.os.now())
             ),
             phase => format!("phase: {}", phase.name()),
         };

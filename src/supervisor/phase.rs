@@ -26,10 +26,11 @@ pub(crate) enum Phase {
     Reloading { old: HashSet<Pid> },
     /// A binary upgrade: the new supervisor is starting; its verdict comes
     /// through `verdict`, a task that owns the pipe (aborting it closes the
-    /// pipe, which tells the new supervisor to stop).
+    /// pipe, which tells the new supervisor to stop), which the actor shell
+    /// starts when it carries out `Effect::AwaitVerdict`.
     Upgrading {
         new: Pid,
-        verdict: actix_rt::task::JoinHandle<()>,
+        verdict: Option<actix_rt::task::JoinHandle<()>>,
     },
     /// Stopping gracefully until `deadline`, then killing.
     Draining { deadline: Instant, code: i32 },

@@ -5,7 +5,6 @@
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
-use actix::prelude::*;
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
 use nix::sys::wait::WaitStatus;
@@ -14,35 +13,36 @@ use slog::{debug, error, info, warn};
 
 use super::census::{self, Known, Reading};
 use super::dispatch::{self, Census};
+use super::effects::Effect;
 use super::exits::{self, ExitClass, Verdict};
 use super::prefork::{Count, Limits};
 use super::registry::{Ask, Child, Refused, Retire};
 use super::{RESEND_MAX, RESEND_MIN, Supervisor};
 use crate::config::Mode;
-use crate::daemon::{Common, DaemonActor};
+use crate::daemon::Common;
 use crate::error::Error;
-use crate::process::wire::{self, FromSpawner, SpawnReply, SpawnRequest};
-use crate::process::{self, Pidfd};
+use crate::process;
+use crate::process::wire::{FromSpawner, SpawnReply, SpawnRequest};
 use crate::scoreboard::{Counter, SlotId};
 use crate::state::SlotState;
 
 impl Supervisor {
     /// After anything that changes the pool: keep it within its limits,
     /// hand queued requests to workers, or finish a stop.
-    pub(crate) fn after_change(&mut self, c: &mut Common, ctx: &mut Context<DaemonActor>) {
+    pub(crate) fn after_change(&mut self, c: &mut Common) {
         if self.phase.is_stopping() {
-            self.check_finished(c, ctx);
+            self.check_finished(c);
             return;
         }
-        let now = Instant::now();
+        let now = self.os.now();
         let count = self.census(c, now);
         match c.config.mode() {
-            Mode::PreFork(_) => self.manage_pool(c, count, now, ctx),
+            Mode::PreFork(_) => self.manage_pool(c, count, now),
             Mode::ForkPerRequest { .. } => self.drain_queue(c, now),
             Mode::Daemon => {}
         }
-        self.schedule_resend(ctx);
-        self.arm_timer(ctx);
+        self.schedule_resend();
+        self.arm_timer();
     }
 
     /// Reads every slot, checks it against the registry, retires workers
@@ -155,20 +155,14 @@ impl Supervisor {
         })
     }
 
-    fn manage_pool(
-        &mut self,
-        c: &mut Common,
-        count: Count,
-        now: Instant,
-        ctx: &mut Context<DaemonActor>,
-    ) {
+    fn manage_pool(&mut self, c: &mut Common, count: Count, now: Instant) {
         let Some(limits) = self.limits(c) else {
             return;
         };
         let plan = self.prefork.plan(count, limits, now);
         if plan.ready {
             c.broadcast(crate::messages::DaemonSignal::Parent);
-            self.ready(c, ctx);
+            self.ready(c);
         }
         for _ in 0..plan.spawn {
             if !self.spawn(c, true, now) {
@@ -246,7 +240,7 @@ impl Supervisor {
             let Some(payload) = self.requests.queue.pop_front() else {
                 break;
             };
-            match process::dispatch_send(sock.as_raw_fd(), &payload) {
+            match self.os.dispatch(sock.as_raw_fd(), &payload) {
                 // The worker has its own copies of the descriptors.
                 Ok(()) => self.requests.dispatched += 1,
                 Err(err) => {
@@ -318,7 +312,7 @@ impl Supervisor {
         let Some(sock) = self.spawner.as_ref().and_then(|s| s.sock.clone()) else {
             return;
         };
-        match wire::send_request(sock.as_raw_fd(), SpawnRequest::Spawn { slot }) {
+        match self.os.send(sock.as_raw_fd(), SpawnRequest::Spawn { slot }) {
             Ok(()) => self.registry.mark_sent(slot, now),
             Err(Errno::EAGAIN) | Err(Errno::ENOBUFS) => self.resend_scheduled = true,
             Err(err) => {
@@ -330,32 +324,34 @@ impl Supervisor {
 
     /// Requests the spawner's socket had no room for go again, with a
     /// doubling delay.
-    fn schedule_resend(&mut self, ctx: &mut Context<DaemonActor>) {
+    fn schedule_resend(&mut self) {
         if !self.resend_scheduled {
             return;
         }
         self.resend_scheduled = false;
         let delay = self.resend_delay;
         self.resend_delay = (self.resend_delay * 2).min(RESEND_MAX);
-        ctx.run_later(delay, |act, _ctx| {
-            let Some((c, s)) = act.supervisor_mut() else {
-                return;
-            };
-            let unsent: Vec<SlotId> = s
-                .registry
-                .pending()
-                .filter(|(_, p)| p.unsent)
-                .map(|(slot, _)| slot)
-                .collect();
-            let now = Instant::now();
-            for slot in unsent {
-                if s.phase.is_stopping() {
-                    s.abandon_spawn(c, slot);
-                } else {
-                    s.send_spawn(c, slot, now);
-                }
+        self.effects.push(Effect::ResendAfter(delay));
+    }
+
+    /// The resend delay passed: the requests not sent yet go again (or
+    /// are given up, when stopping).
+    pub(crate) fn resend_unsent(&mut self, c: &mut Common) {
+        let unsent: Vec<SlotId> = self
+            .registry
+            .pending()
+            .filter(|(_, p)| p.unsent)
+            .map(|(slot, _)| slot)
+            .collect();
+        let now = self.os.now();
+        for slot in unsent {
+            if self.phase.is_stopping() {
+                self.abandon_spawn(c, slot);
+            } else {
+                self.send_spawn(c, slot, now);
             }
-        });
+        }
+        self.schedule_resend();
     }
 
     pub(crate) fn abandon_spawn(&mut self, c: &mut Common, slot: SlotId) {
@@ -374,16 +370,11 @@ impl Supervisor {
         }
     }
 
-    pub(crate) fn on_spawner(
-        &mut self,
-        c: &mut Common,
-        msg: FromSpawner,
-        ctx: &mut Context<DaemonActor>,
-    ) {
+    pub(crate) fn on_spawner(&mut self, c: &mut Common, msg: FromSpawner) {
         match msg {
             FromSpawner::Reply(SpawnReply::Spawned { slot, pid }, fd) => {
                 self.resend_delay = RESEND_MIN;
-                self.spawned(c, slot, pid, fd, ctx);
+                self.spawned(c, slot, pid, fd);
             }
             FromSpawner::Reply(SpawnReply::Failed { slot, errno }, _) => {
                 if let Some(board) = &c.board {
@@ -406,7 +397,7 @@ impl Supervisor {
                 // will never come.
                 self.abandon_all_spawns(c);
                 // The spawner's exit status says more than its socket's EOF.
-                self.reap(c, ctx);
+                self.reap(c);
                 if !self.phase.is_stopping() && self.spawner.is_some() {
                     error!(
                         c.log,
@@ -417,11 +408,11 @@ impl Supervisor {
                         pid,
                         status: "closed its socket".into(),
                     });
-                    self.shutdown(c, "spawner gone", ctx);
+                    self.shutdown(c, "spawner gone");
                 }
             }
         }
-        self.after_change(c, ctx);
+        self.after_change(c);
     }
 
     fn spawned(
@@ -430,10 +421,9 @@ impl Supervisor {
         slot: SlotId,
         pid: Pid,
         fd: Option<std::os::fd::OwnedFd>,
-        ctx: &mut Context<DaemonActor>,
     ) {
-        let now = Instant::now();
-        let pidfd = match fd.map(Pidfd::from_received) {
+        let now = self.os.now();
+        let pidfd = match fd.map(|fd| self.os.child_handle(fd)) {
             Some(Ok(pidfd)) if pidfd.pid() == pid => pidfd,
             other => {
                 // Reaped already (the pidfd names no process any more), or
@@ -451,7 +441,7 @@ impl Supervisor {
                     }
                     let class = exits::classify(&status, false, Ask::Nothing);
                     self.abandon_spawn(c, slot);
-                    self.exit_verdict(c, class, &status, now, ctx);
+                    self.exit_verdict(c, class, &status, now);
                 } else {
                     error!(c.log, "spawn report without a usable pidfd"; "slot" => slot,
                         "worker" => pid.as_raw(), "why" => why);
@@ -473,7 +463,7 @@ impl Supervisor {
         }
         debug!(c.log, "worker forked"; "slot" => slot, "worker" => pid.as_raw());
         if let Some((status, _)) = self.unclaimed.remove(&pid) {
-            self.worker_exited(c, pid, status, ctx);
+            self.worker_exited(c, pid, status);
         } else if self.phase.is_stopping() {
             self.registry
                 .signal(slot, Signal::SIGTERM, Ask::Retire(Retire::Shutdown));
@@ -483,12 +473,13 @@ impl Supervisor {
     /// The spawner must answer every request within `spawn_timeout`; one
     /// that does not (stopped, stuck in a fork) is ended, and the daemon
     /// shuts down, or replaces itself through the binary upgrade.
-    pub(crate) fn check_spawner(&mut self, c: &mut Common, ctx: &mut Context<DaemonActor>) {
+    pub(crate) fn check_spawner(&mut self, c: &mut Common) {
         let Some(asked) = self.registry.oldest_unanswered() else {
             return;
         };
         let timeout = c.config.spawn_timeout();
-        if asked.elapsed() < timeout || self.phase.is_stopping() {
+        let waited = self.os.now().saturating_duration_since(asked);
+        if waited < timeout || self.phase.is_stopping() {
             return;
         }
         let Some(spawner) = &mut self.spawner else {
@@ -499,7 +490,7 @@ impl Supervisor {
         }
         let pid = spawner.pidfd.pid();
         error!(c.log, "the spawner is stuck: a spawn request went unanswered";
-            "spawner" => pid.as_raw(), "waited" => format!("{:?}", asked.elapsed()),
+            "spawner" => pid.as_raw(), "waited" => format!("{waited:?}"),
             "spawn_timeout" => format!("{timeout:?}"));
         let _ = spawner.pidfd.signal(Signal::SIGKILL);
         spawner.sock = None;
@@ -509,7 +500,7 @@ impl Supervisor {
         self.abandon_all_spawns(c);
         let stuck = Error::SpawnerStuck {
             pid: pid.as_raw(),
-            waited: asked.elapsed(),
+            waited,
         };
         if c.config.binary_upgrade() && self.phase.is_serving() {
             warn!(
@@ -518,24 +509,24 @@ impl Supervisor {
             );
             self.spawner_lost = Some(stuck);
             if !self.upgrading() {
-                self.upgrade(c, ctx);
+                self.upgrade(c);
             }
             // Could not even start: nothing will replace this supervisor.
             if !self.upgrading() {
-                self.upgrade_failed_without_spawner(c, "the upgrade did not start", ctx);
+                self.upgrade_failed_without_spawner(c, "the upgrade did not start");
             }
         } else {
             self.fail(stuck);
-            self.shutdown(c, "spawner stuck", ctx);
+            self.shutdown(c, "spawner stuck");
         }
     }
 
     /// Reaps every child that has exited, in a loop.
-    pub(crate) fn reap(&mut self, c: &mut Common, ctx: &mut Context<DaemonActor>) {
-        let reaped = process::reap_any();
+    pub(crate) fn reap(&mut self, c: &mut Common) {
+        let reaped = self.os.reap();
         if reaped.is_empty() {
             if self.phase.is_stopping() {
-                self.check_finished(c, ctx);
+                self.check_finished(c);
             }
             return;
         }
@@ -556,31 +547,26 @@ impl Supervisor {
                         pid: pid.as_raw(),
                         status,
                     });
-                    self.shutdown(c, "spawner died", ctx);
+                    self.shutdown(c, "spawner died");
                 }
             } else if self.registry.slot_of(pid).is_some() {
-                self.worker_exited(c, pid, status, ctx);
+                self.worker_exited(c, pid, status);
             } else if c.foreign.remove(pid) {
                 info!(c.log, "foreign child exited"; "child" => pid.as_raw(),
                     "status" => process::describe_status(&status));
             } else {
-                self.unclaimed.insert(pid, (status, Instant::now()));
+                let now = self.os.now();
+                self.unclaimed.insert(pid, (status, now));
             }
         }
-        self.after_change(c, ctx);
+        self.after_change(c);
     }
 
-    fn worker_exited(
-        &mut self,
-        c: &mut Common,
-        pid: Pid,
-        status: WaitStatus,
-        ctx: &mut Context<DaemonActor>,
-    ) {
+    fn worker_exited(&mut self, c: &mut Common, pid: Pid, status: WaitStatus) {
         let Some(child) = self.registry.remove(pid) else {
             return;
         };
-        let now = Instant::now();
+        let now = self.os.now();
         let Some(board) = c.board.clone() else {
             return;
         };
@@ -613,7 +599,7 @@ impl Supervisor {
             }
         }
         if !stopping {
-            self.exit_verdict(c, class, &status, now, ctx);
+            self.exit_verdict(c, class, &status, now);
         }
     }
 
@@ -625,7 +611,6 @@ impl Supervisor {
         class: ExitClass,
         status: &WaitStatus,
         now: Instant,
-        ctx: &mut Context<DaemonActor>,
     ) {
         if !matches!(class, ExitClass::Crash | ExitClass::BootFailure) {
             return;
@@ -658,7 +643,7 @@ impl Supervisor {
                 };
                 error!(c.log, "giving up: workers keep failing"; "error" => %err);
                 self.fail(err);
-                self.shutdown(c, "crash loop", ctx);
+                self.shutdown(c, "crash loop");
             }
         }
     }
@@ -674,21 +659,16 @@ impl Supervisor {
 
     /// Sets a timer for the next look that is due, unless one is set for
     /// that time or earlier.
-    fn arm_timer(&mut self, ctx: &mut Context<DaemonActor>) {
+    fn arm_timer(&mut self) {
         let Some(at) = self.wake_at.take() else {
             return;
         };
-        let now = Instant::now();
+        let now = self.os.now();
         if self.timer_for.is_some_and(|t| t <= at && t > now) {
             return;
         }
         self.timer_for = Some(at);
-        ctx.run_later(at.saturating_duration_since(now), |act, ctx| {
-            if let Some((c, s)) = act.supervisor_mut() {
-                s.timer_for = None;
-                s.after_change(c, ctx);
-            }
-        });
+        self.effects.push(Effect::LookAt(at));
     }
 }
 

@@ -25,6 +25,15 @@ pub(crate) trait Handle {
     fn signal(&self, sig: Signal) -> io::Result<()>;
 }
 
+impl<T: Handle + ?Sized> Handle for Box<T> {
+    fn pid(&self) -> Pid {
+        (**self).pid()
+    }
+    fn signal(&self, sig: Signal) -> io::Result<()> {
+        (**self).signal(sig)
+    }
+}
+
 impl Handle for Pidfd {
     fn pid(&self) -> Pid {
         Pidfd::pid(self)

@@ -2,25 +2,24 @@
 //! done. Each is a change of [`Phase`].
 
 use std::collections::HashSet;
-use std::time::Instant;
 
-use actix::prelude::*;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use slog::{debug, error, info, warn};
 
+use super::effects::Effect;
 use super::phase::Phase;
 use super::registry::{Ask, Retire};
 use super::{KILL_GRACE, Supervisor};
 use crate::config::Mode;
-use crate::daemon::{Common, DaemonActor, UpgradeVerdict};
+use crate::daemon::Common;
 use crate::messages::DaemonSignal;
-use crate::process::{self, Pidfd};
+
 use crate::scoreboard::Counter;
 
 impl Supervisor {
     /// The initial pool is up: tell systemd and the launching process.
-    pub(crate) fn ready(&mut self, c: &mut Common, ctx: &mut Context<DaemonActor>) {
+    pub(crate) fn ready(&mut self, c: &mut Common) {
         if matches!(self.phase, Phase::Starting) {
             self.phase = Phase::Running;
         }
@@ -41,7 +40,7 @@ impl Supervisor {
                 c.log,
                 "the binary upgrade was abandoned by the old supervisor: stopping"
             );
-            self.shutdown(c, "binary upgrade abandoned", ctx);
+            self.shutdown(c, "binary upgrade abandoned");
             return;
         }
         info!(c.log, "daemon ready");
@@ -97,7 +96,7 @@ impl Supervisor {
     /// each finishes its request and exits; they stop counting as spares at
     /// once, so the pool forks their replacements meanwhile. Connections
     /// wait in the listen queue; none is dropped.
-    pub(crate) fn reload(&mut self, c: &mut Common, ctx: &mut Context<DaemonActor>) {
+    pub(crate) fn reload(&mut self, c: &mut Common) {
         match self.phase {
             Phase::Running | Phase::Reloading { .. } => {}
             _ => {
@@ -127,7 +126,7 @@ impl Supervisor {
         info!(c.log, "graceful reload: replacing every worker"; "workers" => old.len());
         self.phase = Phase::Reloading { old };
         self.check_reloaded(c);
-        self.after_change(c, ctx);
+        self.after_change(c);
     }
 
     /// A worker that was to be replaced by the reload is gone.
@@ -159,7 +158,7 @@ impl Supervisor {
     /// listeners and wait for its readiness verdict on a pipe, which a task
     /// owns: aborting the task closes the pipe, and a new supervisor that
     /// finds it closed when it is ready stops instead.
-    pub(crate) fn upgrade(&mut self, c: &mut Common, ctx: &mut Context<DaemonActor>) {
+    pub(crate) fn upgrade(&mut self, c: &mut Common) {
         if !self.phase.is_serving() || self.upgrading() {
             warn!(c.log, "binary upgrade ignored"; "phase" => self.phase.name());
             return;
@@ -171,7 +170,7 @@ impl Supervisor {
         if let Some((path, old)) = &pidfile {
             let _ = std::fs::rename(path, old);
         }
-        let (child, verdict) = match process::spawn_upgrade() {
+        let (new, verdict) = match self.os.start_upgrade() {
             Ok(started) => started,
             Err(err) => {
                 if let Some((path, old)) = &pidfile {
@@ -181,29 +180,12 @@ impl Supervisor {
                 return;
             }
         };
-        let new = Pid::from_raw(child.id() as i32);
-        // The child is reaped by the supervisor's reaper (waitpid(-1)).
-        drop(child);
         info!(c.log, "binary upgrade: new supervisor starting"; "new" => new.as_raw());
-        let addr = ctx.address();
-        let task = actix_rt::spawn(async move {
-            let text = process::read_to_end(verdict).await;
-            let result = match text.split_first() {
-                Some((b'R', pid)) => Ok(String::from_utf8_lossy(pid).into_owned()),
-                Some((b'E', message)) => Err(String::from_utf8_lossy(message).into_owned()),
-                _ => Err("the new binary exited before it was ready".to_owned()),
-            };
-            addr.do_send(UpgradeVerdict(result.map(|pid| pid.trim().parse().ok())));
-        });
-        self.phase = Phase::Upgrading { new, verdict: task };
+        self.phase = Phase::Upgrading { new, verdict: None };
+        self.effects.push(Effect::AwaitVerdict(verdict));
     }
 
-    pub(crate) fn upgrade_verdict(
-        &mut self,
-        c: &mut Common,
-        verdict: Result<Option<i32>, String>,
-        ctx: &mut Context<DaemonActor>,
-    ) {
+    pub(crate) fn upgrade_verdict(&mut self, c: &mut Common, verdict: Result<Option<i32>, String>) {
         let Phase::Upgrading { new, .. } = self.phase else {
             if let Ok(Some(pid)) = verdict {
                 // It got ready after this one began to stop: stop it too.
@@ -215,7 +197,7 @@ impl Supervisor {
             Ok(_) => {
                 info!(c.log, "binary upgrade: the new supervisor is ready, draining"; "new" => new.as_raw());
                 self.phase = Phase::Running;
-                self.shutdown(c, "binary upgrade", ctx);
+                self.shutdown(c, "binary upgrade");
             }
             Err(why) => {
                 if let Some(path) = c.config.pidfile() {
@@ -223,7 +205,7 @@ impl Supervisor {
                 }
                 self.phase = Phase::Running;
                 if self.spawner_lost.is_some() {
-                    self.upgrade_failed_without_spawner(c, &why, ctx);
+                    self.upgrade_failed_without_spawner(c, &why);
                     return;
                 }
                 error!(c.log, "binary upgrade failed, still serving"; "new" => new.as_raw(), "error" => why);
@@ -234,58 +216,37 @@ impl Supervisor {
     /// The upgrade was the way out of a stuck spawner and failed: without
     /// a spawner this supervisor cannot keep its pool, so it stops, with
     /// the stuck spawner as its error.
-    pub(crate) fn upgrade_failed_without_spawner(
-        &mut self,
-        c: &mut Common,
-        why: &str,
-        ctx: &mut Context<DaemonActor>,
-    ) {
+    pub(crate) fn upgrade_failed_without_spawner(&mut self, c: &mut Common, why: &str) {
         error!(c.log, "binary upgrade failed, and no spawner is left: stopping"; "error" => why);
         if let Some(err) = self.spawner_lost.take() {
             self.fail(err);
         }
-        self.shutdown(c, "binary upgrade failed without a spawner", ctx);
+        self.shutdown(c, "binary upgrade failed without a spawner");
     }
 
     /// TERMs a new supervisor that came up after this one began to stop,
     /// if it is this process's own child (a detached one is re-parented to
     /// this subreaper).
-    fn stop_new_supervisor(&self, c: &Common, pid: Pid) {
-        let own = Pidfd::open(pid).ok().filter(|fd| {
-            nix::sys::wait::waitid(
-                nix::sys::wait::Id::PIDFd(std::os::fd::AsFd::as_fd(fd)),
-                nix::sys::wait::WaitPidFlag::WEXITED
-                    | nix::sys::wait::WaitPidFlag::WNOHANG
-                    | nix::sys::wait::WaitPidFlag::WNOWAIT,
-            )
-            .is_ok()
-        });
-        match own {
-            Some(fd) => {
-                warn!(c.log, "binary upgrade: stopping the new supervisor too"; "new" => pid.as_raw());
-                let _ = fd.signal(Signal::SIGTERM);
-            }
-            None => {
-                warn!(c.log, "binary upgrade: the new supervisor is not our child; not signalled"; "new" => pid.as_raw())
-            }
+    fn stop_new_supervisor(&mut self, c: &Common, pid: Pid) {
+        if self.os.term_own_child(pid) {
+            warn!(c.log, "binary upgrade: stopping the new supervisor too"; "new" => pid.as_raw());
+        } else {
+            warn!(c.log, "binary upgrade: the new supervisor is not our child; not signalled"; "new" => pid.as_raw())
         }
     }
 
     /// TERM, INT, QUIT, `Shutdown`, a give-up or a dead spawner: drain.
     /// A second stop changes nothing.
-    pub(crate) fn shutdown(
-        &mut self,
-        c: &mut Common,
-        reason: &str,
-        ctx: &mut Context<DaemonActor>,
-    ) {
+    pub(crate) fn shutdown(&mut self, c: &mut Common, reason: &str) {
         if self.phase.is_stopping() {
             debug!(c.log, "already stopping"; "reason" => reason, "phase" => self.phase.name());
             return;
         }
         if let Phase::Upgrading { new, verdict } = &self.phase {
             warn!(c.log, "binary upgrade abandoned: stopping"; "new" => new.as_raw());
-            verdict.abort();
+            if let Some(task) = verdict {
+                task.abort();
+            }
             if let Some(path) = c.config.pidfile() {
                 let _ = std::fs::rename(crate::ops::Pidfile::oldbin(path), path);
             }
@@ -294,7 +255,7 @@ impl Supervisor {
         let code = i32::from(self.has_failed());
         let timeout = c.config.shutdown_timeout();
         self.phase = Phase::Draining {
-            deadline: Instant::now() + timeout,
+            deadline: self.os.now() + timeout,
             code,
         };
         if let Some(sd) = &self.systemd {
@@ -308,7 +269,7 @@ impl Supervisor {
         }
         if c.config.mode() == &Mode::Daemon {
             c.life.accepting = None;
-            c.broadcast_shutdown_and_wait(ctx);
+            self.effects.push(Effect::ShutdownSubscribers);
         } else {
             c.broadcast(DaemonSignal::Shutdown);
         }
@@ -331,27 +292,24 @@ impl Supervisor {
                 .signal(slot, Signal::SIGTERM, Ask::Retire(Retire::Shutdown));
         }
         c.foreign.signal_all(Signal::SIGTERM);
-        ctx.run_later(timeout, |act, ctx| {
-            if let Some((c, s)) = act.supervisor_mut() {
-                s.kill_remaining(c, ctx);
-            }
-        });
-        self.check_finished(c, ctx);
+        self.effects.push(Effect::DrainDeadline(timeout));
+        self.check_finished(c);
     }
 
-    pub(crate) fn shutdown_acked(&mut self, c: &mut Common, ctx: &mut Context<DaemonActor>) {
+    pub(crate) fn shutdown_acked(&mut self, c: &mut Common) {
         // A plain daemon stops once its subscribers handled Shutdown and its
         // foreign children are gone.
         self.acked = true;
-        self.check_finished(c, ctx);
+        self.check_finished(c);
     }
 
-    fn kill_remaining(&mut self, c: &mut Common, ctx: &mut Context<DaemonActor>) {
+    /// The drain's deadline passed: KILL what is left.
+    pub(crate) fn kill_remaining(&mut self, c: &mut Common) {
         let Phase::Draining { code, .. } = self.phase else {
             return;
         };
         self.phase = Phase::Killing {
-            deadline: Instant::now() + KILL_GRACE,
+            deadline: self.os.now() + KILL_GRACE,
             code,
         };
         let left: Vec<i32> = self
@@ -383,27 +341,28 @@ impl Supervisor {
         for slot in pending {
             self.abandon_spawn(c, slot);
         }
-        ctx.run_later(KILL_GRACE, |act, ctx| {
-            if let Some((c, s)) = act.supervisor_mut() {
-                s.reap(c, ctx);
-                if !matches!(s.phase, Phase::Done { .. }) {
-                    let left: Vec<i32> = s
-                        .registry
-                        .iter()
-                        .map(|child| child.pid().as_raw())
-                        .chain(s.spawner_pid().map(Pid::as_raw))
-                        .collect();
-                    error!(c.log, "children survived SIGKILL; exiting anyway"; "pids" => ?left);
-                    let code = s.phase.code().unwrap_or(1);
-                    s.phase = Phase::Done { code };
-                    c.stop_system(code);
-                }
-            }
-        });
+        self.effects.push(Effect::KillDeadline(KILL_GRACE));
+    }
+
+    /// The grace after the KILLs passed: stop even if a child survived.
+    pub(crate) fn kill_deadline(&mut self, c: &mut Common) {
+        self.reap(c);
+        if !matches!(self.phase, Phase::Done { .. }) {
+            let left: Vec<i32> = self
+                .registry
+                .iter()
+                .map(|child| child.pid().as_raw())
+                .chain(self.spawner_pid().map(Pid::as_raw))
+                .collect();
+            error!(c.log, "children survived SIGKILL; exiting anyway"; "pids" => ?left);
+            let code = self.phase.code().unwrap_or(1);
+            self.phase = Phase::Done { code };
+            self.effects.push(Effect::Stop(code));
+        }
     }
 
     /// Stops the System once every child is reaped.
-    pub(crate) fn check_finished(&mut self, c: &mut Common, _ctx: &mut Context<DaemonActor>) {
+    pub(crate) fn check_finished(&mut self, c: &mut Common) {
         let Some(code) = self.phase.code() else {
             return;
         };
@@ -426,7 +385,7 @@ impl Supervisor {
             // A failure found while draining (a crash loop) still counts.
             let code = code.max(i32::from(self.has_failed()));
             self.phase = Phase::Done { code };
-            c.stop_system(code);
+            self.effects.push(Effect::Stop(code));
         }
     }
 }

@@ -10,7 +10,7 @@ use crate::messages::Shutdown;
 
 /// A drain that keeps each record's message and key-values.
 #[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<String>>>);
+pub(crate) struct Capture(pub(crate) Arc<Mutex<Vec<String>>>);
 
 impl slog::Drain for Capture {
     type Ok = ();
