@@ -8,7 +8,10 @@
 //! | `mod.rs` | the [`Supervisor`] role: start, signals, status, the babysitter's actions |
 //! | `registry.rs` | the registry of children: slot, pid, pidfd, spawn and ready times, what was asked |
 //! | `census.rs` | scoreboard readings checked against the registry |
-//! | `pool.rs` | spawning, the spawner's replies and its deadline, reaping, the pool plans carried out |
+//! | `effects.rs` | what the supervisor asks of the world ([`Effect`]), and the [`Os`] trait it asks through |
+//! | `executor.rs` | the actor side: watchers, intervals, effects carried out |
+//! | `pool.rs` | the census, the pool plans carried out, reaping and exits |
+//! | `spawning.rs` | spawn requests, the spawner's replies, resends and its deadline |
 //! | `exits.rs` | exit classification and backoff (pure) |
 //! | `prefork.rs` | the pre-fork plan (pure) |
 //! | `dispatch.rs` | the fork-per-request plan (pure) |
@@ -16,6 +19,7 @@
 //! | `phase.rs` | the phases |
 //! | `stop.rs` | readiness, reload, upgrade, drain, kill, done |
 //! | `panic.rs` | what a panic in the supervisor does |
+//! | `tests.rs` | the supervisor driven event by event over a mock [`Os`] |
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -49,6 +53,7 @@ mod phase;
 mod pool;
 pub(crate) mod prefork;
 pub(crate) mod registry;
+mod spawning;
 mod stop;
 #[cfg(test)]
 mod tests;
