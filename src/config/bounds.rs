@@ -407,6 +407,6 @@ fn nonzero_at_most<T: Bounded>(
 }
 
 #[cfg(test)]
-mod properties;
+pub(crate) mod properties;
 #[cfg(test)]
 mod tests;

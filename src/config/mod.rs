@@ -19,7 +19,7 @@ use crate::ops::PrivilegeScope;
 
 mod builder;
 // After `builder`, so that the docs list `build` after the setters.
-mod bounds;
+pub(crate) mod bounds;
 
 pub use self::bounds::MAX_CHILDREN;
 pub use self::builder::DaemonBuilder;

@@ -44,7 +44,11 @@ fn small() -> crate::DaemonBuilder {
 
 impl Rig {
     fn new(builder: crate::DaemonBuilder) -> Rig {
-        let config = Arc::new(builder.build().expect("config").config().clone());
+        Rig::new_with(builder.build().expect("config").config().clone())
+    }
+
+    fn new_with(config: crate::config::Config) -> Rig {
+        let config = Arc::new(config);
         let slots = match config.mode() {
             Mode::PreFork(p) => p.max_children,
             Mode::ForkPerRequest { max_children } => *max_children,
@@ -533,4 +537,47 @@ fn a_crash_loop_gives_up_by_draining_with_an_error() {
     assert!(r.s.is_stopping(), "{:?}", r.log.0);
     assert!(r.s.has_failed());
     assert!(r.logged("giving up: workers keep failing"));
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(400))]
+
+    /// Whatever `build` accepts, the supervisor runs without a panic: its
+    /// start, a crash and its backoff, HUP, a reload, a resize, and a stop
+    /// through its deadlines, the clock moved past each bound.
+    #[test]
+    fn every_config_that_builds_runs_the_supervisor_without_a_panic(
+        i in crate::config::bounds::properties::input()
+    ) {
+        let Ok(daemon) = crate::config::bounds::properties::builder(&i).build() else {
+            return Ok(());
+        };
+        let config = daemon.config().clone();
+        let mut r = Rig::new_with(config);
+        r.s.started(&mut r.c);
+        let mut up = Vec::new();
+        for _ in 0..4 {
+            for slot in r.spawns().into_iter().take(64) {
+                let pid = r.report(slot);
+                r.write(slot, SlotState::FirstWait);
+                up.push(pid);
+            }
+        }
+        if let Some(&pid) = up.first() {
+            r.exit(pid, killed(pid, Signal::SIGSEGV));
+        }
+        r.advance(r.c.config.crash_policy().max_backoff);
+        r.s.after_change(&mut r.c);
+        for sig in [OsSignal::Hup, OsSignal::Usr1, OsSignal::Ttin, OsSignal::Ttou, OsSignal::Usr2] {
+            r.s.on_signal(&mut r.c, sig);
+        }
+        r.advance(r.c.config.spawn_timeout());
+        r.s.sweep(&mut r.c);
+        r.s.on_signal(&mut r.c, OsSignal::Term);
+        r.advance(r.c.config.shutdown_timeout());
+        r.s.kill_remaining(&mut r.c);
+        r.advance(KILL_GRACE);
+        r.s.kill_deadline(&mut r.c);
+        proptest::prop_assert!(r.s.is_stopping());
+    }
 }

@@ -73,7 +73,7 @@ fn crashes(bound: u32, window: Duration) -> BoxedStrategy<Option<(u32, Duration)
 
 /// Every numeric setting of the builder, each possibly unset.
 #[derive(Debug, Clone)]
-struct Input {
+pub(crate) struct Input {
     start_children: Option<usize>,
     min_spare: Option<usize>,
     max_spare: Option<usize>,
@@ -129,7 +129,7 @@ impl Input {
     }
 }
 
-fn input() -> impl Strategy<Value = Input> {
+pub(crate) fn input() -> impl Strategy<Value = Input> {
     let pool = (
         count(1..=64),
         count(1..=64),
@@ -195,7 +195,7 @@ fn input() -> impl Strategy<Value = Input> {
     )
 }
 
-fn builder(i: &Input) -> DaemonBuilder {
+pub(crate) fn builder(i: &Input) -> DaemonBuilder {
     let mut b = Daemon::builder();
     macro_rules! set {
         ($($name:ident),*) => {$(
