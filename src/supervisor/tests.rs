@@ -253,7 +253,7 @@ fn exits_are_replaced_at_once_or_backed_off_by_their_class() {
         );
         let up = r.started();
         assert_eq!(up.len(), 2, "{}", case.name);
-        let (slot, pid) = up[0];
+        let (_, pid) = up[0];
         if !case.ready {
             // Its replacement's slot: a worker that never got ready.
             r.exit(pid, exited(pid, 0));
@@ -282,7 +282,6 @@ fn exits_are_replaced_at_once_or_backed_off_by_their_class() {
         if !case.replaced_at_once {
             assert!(waits, "{}: a backoff sets a timer", case.name);
         }
-        let _ = slot;
     }
 }
 
