@@ -121,7 +121,7 @@ impl Pool {
             wake: self.wake.clone(),
             slot,
             supervisor_pid: nix::unistd::Pid::from_raw(pid as i32),
-            dispatch: None,
+            link: None,
         })
     }
 
@@ -134,7 +134,6 @@ impl Pool {
             board: Some(self.board.clone()),
             wake: Some(self.wake.clone()),
             spawner: None,
-            dispatch: None,
             notifier: None,
             outcome: Arc::new(Mutex::new(None)),
         })

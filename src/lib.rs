@@ -125,7 +125,6 @@ mod systemd;
 pub mod web;
 mod worker;
 
-use std::os::fd::AsRawFd;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 
@@ -345,26 +344,18 @@ where
     };
     let mode = config.mode().clone();
     let supervisor = nix::unistd::getpid();
-    let (board, wake, spawner, dispatch, init) = if mode.has_workers() {
+    let (board, wake, spawner, init) = if mode.has_workers() {
         let board = Scoreboard::new(mode.max_children())?;
         let wake = Arc::new(Wake::new()?);
         process::become_subreaper()?;
-        // Fork per request: requests go from the supervisor to workers
-        // through their own socket (the spawner only forks).
-        let (dispatch, workers_end) = match mode {
-            Mode::ForkPerRequest { .. } => {
-                let (tx, rx) = process::dispatch_pair()?;
-                (Some(tx), Some(Arc::new(rx)))
-            }
-            _ => (None, None),
-        };
+        // Each worker gets its own channel to the supervisor at its fork
+        // (the spawner's intermediate makes it): nothing to make here.
         let boot = WorkerBoot {
             config: config.clone(),
             board: board.clone(),
             wake: wake.clone(),
             supervisor,
             privileges: spawner_privileges,
-            dispatch: workers_end,
         };
         // The spawner must not hold the readiness pipe, or the launching
         // process would not see the supervisor die; nor the pidfile, whose
@@ -375,13 +366,11 @@ where
             .unwrap_or_default()
             .into_iter()
             .chain(pidfile_fd)
-            .chain(dispatch.as_ref().map(|fd| fd.as_raw_fd()))
             .collect();
-        // The supervisor's copy of the workers' end closes with `boot`.
         let (link, init) = process::start_spawner(boot, close, worker_main::<F>, init)?;
-        (Some(board), Some(wake), Some(link), dispatch, init)
+        (Some(board), Some(wake), Some(link), init)
     } else {
-        (None, None, None, None, init)
+        (None, None, None, init)
     };
     process::watch_forks();
     let log = logging::init(
@@ -403,7 +392,6 @@ where
         board,
         wake,
         spawner,
-        dispatch,
         notifier: notifier.take(),
         outcome: outcome.clone(),
     };
@@ -432,7 +420,7 @@ where
 }
 
 /// A worker's life after its process is set up (see `process::worker_process`).
-fn worker_main<F>(boot: &WorkerBoot, slot: SlotId, init: F) -> i32
+fn worker_main<F>(boot: &WorkerBoot, slot: SlotId, link: std::os::fd::OwnedFd, init: F) -> i32
 where
     F: FnOnce(&Process) + 'static,
 {
@@ -471,7 +459,7 @@ where
         wake: boot.wake.clone(),
         slot,
         supervisor_pid: boot.supervisor,
-        dispatch: boot.dispatch.clone(),
+        link: Some(Arc::new(link)),
     };
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
         let system = actix_rt::System::new();

@@ -7,7 +7,7 @@ use crate::payload::Payload;
 use crate::process;
 use crate::scoreboard::SlotSnapshot;
 
-/// A fork-per-request worker took its request from the dispatch socket
+/// A fork-per-request worker took its request from its own channel
 /// (`None`: the supervisor is gone).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -23,11 +23,14 @@ pub(crate) struct Woken;
 #[rtype(result = "()")]
 pub(crate) struct FromSpawner(pub(crate) process::wire::FromSpawner);
 
-/// Fork per request: a request a worker took but could not serve (it was
-/// told to shut down meanwhile), handed back to the supervisor.
+/// A worker's own channel became readable; the flag is cleared by the
+/// supervisor before it reads, so that one such event at most waits.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct Returned(pub(crate) Payload);
+pub(crate) struct WorkerSaid(
+    pub(crate) nix::unistd::Pid,
+    pub(crate) std::sync::Arc<std::sync::atomic::AtomicBool>,
+);
 
 /// Every subscriber handled `Shutdown` (or the timeout passed).
 #[derive(Message)]

@@ -27,7 +27,7 @@ pub(crate) use crate::worker::{WorkerSetup, worker_request_limit};
 pub(crate) use common::Common;
 pub(crate) use foreign::Foreign;
 pub(crate) use internal::{
-    Babysat, Claimed, FromSpawner, Returned, Roster, ShutdownAcked, UpgradeVerdict, Woken,
+    Babysat, Claimed, FromSpawner, Roster, ShutdownAcked, UpgradeVerdict, Woken, WorkerSaid,
 };
 
 /// The daemon's actor: `DaemonActor::from_registry()` in any process of the
@@ -229,11 +229,12 @@ impl Handler<FromSpawner> for DaemonActor {
     }
 }
 
-impl Handler<Returned> for DaemonActor {
+impl Handler<WorkerSaid> for DaemonActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Returned, ctx: &mut Context<Self>) {
-        to_role!(self, ctx, |c| sup s => s.returned(c, msg.0), wrk _w => {});
+    fn handle(&mut self, msg: WorkerSaid, ctx: &mut Context<Self>) {
+        msg.1.store(false, std::sync::atomic::Ordering::Release);
+        to_role!(self, ctx, |c| sup s => s.hear_from(c, msg.0), wrk _w => {});
     }
 }
 

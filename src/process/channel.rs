@@ -1,5 +1,6 @@
 //! Channels between the processes: the wake-up eventfd (workers to
-//! supervisor) and the fork-per-request dispatch socket.
+//! supervisor) and each worker's own channel (requests handed to it in fork
+//! per request, and its answers).
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -63,37 +64,39 @@ pub(crate) fn watch<T: AsRawFd>(fd: Arc<T>) -> io::Result<tokio::io::unix::Async
     unsafe { tokio::io::unix::AsyncFd::register(Held(fd)) }.map_err(io::Error::from)
 }
 
-/// The first byte of a dispatched payload (a payload may be empty, and an
-/// empty SEQPACKET message would read as end of file).
-const DISPATCH: u8 = b'Q';
+/// The first byte of a request handed to a worker (a payload may be
+/// empty, and an empty SEQPACKET message would read as end of file).
+const GIVE: u8 = b'Q';
+/// A worker's answer: it took the request and serves it.
+const CLAIMED: u8 = b'C';
+/// A worker's answer: it is stopping and hands the request back unserved.
+const HANDED_BACK: u8 = b'B';
 
-/// Makes the dispatch socket pair: `(supervisor end, workers' end)`. A
-/// fork-per-request request travels from the supervisor to whichever
-/// worker waiting for one reads it first: its data as bytes, its
-/// descriptors with `SCM_RIGHTS`.
-pub(crate) fn dispatch_pair() -> Result<(OwnedFd, OwnedFd)> {
+/// Makes a worker's own channel to the supervisor, a `SOCK_SEQPACKET`
+/// pair: `(supervisor end, worker end)`. The spawner's intermediate makes
+/// one for each worker before forking it and sends the supervisor's end
+/// with the worker's pidfd; no other worker ever holds either end.
+pub(crate) fn link_pair() -> nix::Result<(OwnedFd, OwnedFd)> {
     socketpair(
         AddressFamily::Unix,
         SockType::SeqPacket,
         None,
         SockFlag::SOCK_CLOEXEC,
     )
-    .map_err(|err| Error::sys("socketpair for requests", err))
 }
 
-/// Supervisor: hands `payload` to the next worker that reads the dispatch
-/// socket. Never blocks. The supervisor's descriptors stay its own (drop the
-/// payload to close them).
+/// Supervisor: hands `payload` to the one worker whose channel `sock` is
+/// (fork per request): its data as bytes, its descriptors with
+/// `SCM_RIGHTS`. Never blocks. The supervisor keeps its own copies until
+/// the worker claims the request (see [`hear`]).
 ///
 /// # Errors
 ///
-/// `EAGAIN` if the socket is full; other errors if no worker end is open.
-pub(crate) fn dispatch_send(sock: RawFd, payload: &Payload) -> nix::Result<()> {
+/// `EAGAIN` if the socket is full; `EPIPE` and the like once the worker is
+/// gone.
+pub(crate) fn give(sock: RawFd, payload: &Payload) -> nix::Result<()> {
     let fds = payload.raw_fds();
-    let iov = [
-        IoSlice::new(&[DISPATCH]),
-        IoSlice::new(payload.data_bytes()),
-    ];
+    let iov = [IoSlice::new(&[GIVE]), IoSlice::new(payload.data_bytes())];
     let rights = [ControlMessage::ScmRights(&fds)];
     let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
     sendmsg::<()>(
@@ -106,25 +109,92 @@ pub(crate) fn dispatch_send(sock: RawFd, payload: &Payload) -> nix::Result<()> {
     .map(drop)
 }
 
-/// Worker: takes one payload from the dispatch socket without blocking.
-/// `Ok(None)` at end of file (the supervisor is gone).
+/// Worker: takes the request handed to it from its own channel, without
+/// blocking. `Ok(None)` at end of file (the supervisor is gone).
 ///
 /// # Errors
 ///
-/// `EAGAIN` when another worker took it first (or nothing is there).
-pub(crate) fn dispatch_recv(sock: RawFd) -> nix::Result<Option<Payload>> {
+/// `EAGAIN` when nothing is there yet; `EBADMSG` for a message that is not
+/// a request.
+pub(crate) fn take(sock: RawFd) -> nix::Result<Option<Payload>> {
     let mut data = vec![0u8; 1 + MAX_PAYLOAD_DATA];
     let mut cmsg = nix::cmsg_space!([RawFd; MAX_PAYLOAD_FDS]);
     let (len, fds) = recv_with_rights(sock, &mut data, &mut cmsg)?;
     if len == 0 {
         return Ok(None);
     }
-    if data[0] != DISPATCH {
+    if data[0] != GIVE {
         return Err(Errno::EBADMSG);
     }
     data.truncate(len);
     data.remove(0);
     Ok(Some(Payload::from_parts(data, fds)))
+}
+
+/// What a worker tells the supervisor on its channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Told {
+    /// It took the request it was given and serves it.
+    Claimed,
+    /// It is stopping: the request it was given goes back, unserved.
+    HandedBack,
+}
+
+/// Worker: tells the supervisor `what` on its own channel. Never blocks.
+pub(crate) fn tell(sock: RawFd, what: Told) -> nix::Result<()> {
+    let byte = match what {
+        Told::Claimed => CLAIMED,
+        Told::HandedBack => HANDED_BACK,
+    };
+    nix::sys::socket::send(
+        sock,
+        &[byte],
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+    )
+    .map(drop)
+}
+
+/// One message the supervisor read from a worker's channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Heard {
+    /// A well-formed message.
+    Told(Told),
+    /// Anything else: its length and how many descriptors came with it
+    /// (closed at once). The worker that sent it is retired.
+    Malformed { len: usize, fds: usize },
+    /// End of file: the worker is gone.
+    Closed,
+}
+
+/// Supervisor: reads one message from a worker's channel without blocking.
+/// At most a few bytes are read, and any descriptor a worker sent is
+/// closed at once: nothing a worker writes is kept.
+///
+/// # Errors
+///
+/// `EAGAIN` when there is nothing to read.
+pub(crate) fn hear(sock: RawFd) -> nix::Result<Heard> {
+    let mut buf = [0u8; 8];
+    let mut cmsg = nix::cmsg_space!([RawFd; 4]);
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let msg = recvmsg::<()>(
+        sock,
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let (len, flags) = (msg.bytes, msg.flags);
+    let fds = owned_rights(&msg).len();
+    let truncated = flags.intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC);
+    Ok(match (&buf[..len.min(buf.len())], fds, truncated) {
+        ([], 0, false) => Heard::Closed,
+        ([CLAIMED], 0, false) => Heard::Told(Told::Claimed),
+        ([HANDED_BACK], 0, false) => Heard::Told(Told::HandedBack),
+        _ => Heard::Malformed {
+            len,
+            fds: fds + usize::from(flags.contains(MsgFlags::MSG_CTRUNC)),
+        },
+    })
 }
 
 /// Reads one message without blocking, with the descriptors it brought

@@ -49,7 +49,13 @@ pub(crate) mod pidfd;
 mod spawner;
 pub(crate) mod wire;
 
-pub(crate) use channel::{Wake, dispatch_pair, dispatch_recv, dispatch_send, read_to_end, watch};
+pub(crate) use channel::{Heard, Told, Wake, give, hear, read_to_end, take, tell, watch};
+
+/// Tests: a worker channel's pair, `(supervisor end, worker end)`.
+#[cfg(test)]
+pub(crate) fn channel_pair_for_tests() -> (OwnedFd, OwnedFd) {
+    channel::link_pair().expect("socketpair")
+}
 pub(crate) use pidfd::Pidfd;
 #[cfg(test)]
 pub(crate) use spawner::test_fork;

@@ -98,13 +98,12 @@ pub(crate) struct WorkerBoot {
     pub(crate) wake: Arc<Wake>,
     pub(crate) supervisor: Pid,
     pub(crate) privileges: Option<crate::ops::Privileges>,
-    /// Fork per request: the workers' end of the dispatch socket.
-    pub(crate) dispatch: Option<Arc<OwnedFd>>,
 }
 
 /// What a worker's process runs once it is set up: builds the worker's actix
-/// `System`, calls the application, runs. Returns the exit status.
-pub(crate) type WorkerMain<F> = fn(&WorkerBoot, SlotId, F) -> i32;
+/// `System`, calls the application, runs. Returns the exit status. The
+/// descriptor is the worker's end of its own channel to the supervisor.
+pub(crate) type WorkerMain<F> = fn(&WorkerBoot, SlotId, OwnedFd, F) -> i32;
 
 /// Forks the spawner. In the supervisor, returns the link; in the spawner,
 /// never returns.
@@ -225,8 +224,8 @@ fn spawner_main<F: FnOnce(&crate::Process)>(
                 break;
             }
         };
-        let reply = |reply: SpawnReply, pidfd: Option<&Pidfd>| {
-            let _ = wire::send_reply(sock.as_raw_fd(), reply, pidfd.map(AsFd::as_fd));
+        let reply = |reply: SpawnReply, fds: &[std::os::fd::BorrowedFd<'_>]| {
+            let _ = wire::send_reply(sock.as_raw_fd(), reply, fds);
         };
         let _ = io::stderr().flush();
         // SAFETY: fork site "spawner loop", first fork (the intermediate):
@@ -245,30 +244,44 @@ fn spawner_main<F: FnOnce(&crate::Process)>(
                 set_signals(&[Signal::SIGCHLD], SigHandler::SigDfl);
                 // The worker inherits this mask; see HELD_WHILE_STARTING.
                 let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&held_while_starting()), None);
+                // The worker's own channel to the supervisor: made here, so
+                // that only this worker and the supervisor ever hold it.
+                let (link, worker_end) = match super::channel::link_pair() {
+                    Ok(pair) => pair,
+                    Err(errno) => {
+                        reply(SpawnReply::Failed { slot, errno }, &[]);
+                        // SAFETY: ends the intermediate without running
+                        // destructors of the spawner's state.
+                        unsafe { libc::_exit(0) }
+                    }
+                };
                 // SAFETY: fork site "spawner loop", second fork (the worker):
                 // the intermediate is a single-threaded copy of the spawner.
                 let code = match unsafe { nix::unistd::fork() } {
                     Ok(ForkResult::Parent { child }) => match Pidfd::open(child) {
                         // Race-free: the worker is this process's unreaped child.
                         Ok(pidfd) => {
-                            reply(SpawnReply::Spawned { slot, pid: child }, Some(&pidfd));
+                            drop(worker_end);
+                            let spawned = SpawnReply::Spawned { slot, pid: child };
+                            reply(spawned, &[pidfd.as_fd(), link.as_fd()]);
                             0
                         }
                         Err(err) => {
                             // A worker the supervisor could not name must not run.
                             let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
                             let errno = Errno::from_raw(err.raw_os_error().unwrap_or(libc::EIO));
-                            reply(SpawnReply::Failed { slot, errno }, None);
+                            reply(SpawnReply::Failed { slot, errno }, &[]);
                             0
                         }
                     },
                     Ok(ForkResult::Child) => {
                         drop(sock);
+                        drop(link);
                         let init = init.take().expect("the spawner never calls init");
-                        worker_process(&boot, slot, worker_main, init)
+                        worker_process(&boot, slot, worker_end, worker_main, init)
                     }
                     Err(errno) => {
-                        reply(SpawnReply::Failed { slot, errno }, None);
+                        reply(SpawnReply::Failed { slot, errno }, &[]);
                         0
                     }
                 };
@@ -278,7 +291,7 @@ fn spawner_main<F: FnOnce(&crate::Process)>(
             }
             Err(errno) => {
                 slog::warn!(log, "fork failed"; "slot" => slot, "error" => %errno);
-                reply(SpawnReply::Failed { slot, errno }, None);
+                reply(SpawnReply::Failed { slot, errno }, &[]);
             }
         }
     }
@@ -292,6 +305,7 @@ fn spawner_main<F: FnOnce(&crate::Process)>(
 fn worker_process<F: FnOnce(&crate::Process)>(
     boot: &WorkerBoot,
     slot: SlotId,
+    link: OwnedFd,
     worker_main: WorkerMain<F>,
     init: F,
 ) -> i32 {
@@ -310,7 +324,7 @@ fn worker_process<F: FnOnce(&crate::Process)>(
     }
     set_process_name(boot.config.alias(), "-worker");
     set_signals(&WORKER_DEFAULTS, SigHandler::SigDfl);
-    worker_main(boot, slot, init)
+    worker_main(boot, slot, link, init)
 }
 
 /// Test helper: forks a child that runs `f` (which must be

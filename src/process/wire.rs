@@ -6,7 +6,7 @@
 //! |---|---|---|---|
 //! | supervisor to spawner | [`SpawnRequest::Spawn`] | `S`, slot (u64 LE) | none |
 //! | supervisor to spawner | [`SpawnRequest::Reopen`] | `H` | none |
-//! | spawner to supervisor | [`SpawnReply::Spawned`] | `P`, slot, pid (i32 LE) | the worker's pidfd |
+//! | spawner to supervisor | [`SpawnReply::Spawned`] | `P`, slot, pid (i32 LE) | the worker's pidfd, then the supervisor's end of the worker's own channel |
 //! | spawner to supervisor | [`SpawnReply::Failed`] | `E`, slot, errno (i32 LE) | none |
 //!
 //! A message of any other shape decodes to `None` and is logged by the side
@@ -138,15 +138,16 @@ pub(crate) fn recv_request(sock: RawFd) -> nix::Result<Option<Result<SpawnReques
     Ok(Some(SpawnRequest::decode(&buf[..len]).ok_or(len)))
 }
 
-/// Spawner side: sends a reply, with the worker's pidfd for `Spawned`.
+/// Spawner side: sends a reply; for `Spawned`, with the worker's pidfd and
+/// the supervisor's end of the worker's own channel, in that order.
 pub(crate) fn send_reply(
     sock: RawFd,
     reply: SpawnReply,
-    pidfd: Option<BorrowedFd<'_>>,
+    fds: &[BorrowedFd<'_>],
 ) -> nix::Result<()> {
-    let raw = pidfd.map(|fd| [fd.as_raw_fd()]);
-    let rights = raw.as_ref().map(|fds| [ControlMessage::ScmRights(fds)]);
-    let cmsgs: &[ControlMessage] = rights.as_ref().map_or(&[], |r| &r[..]);
+    let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+    let rights = [ControlMessage::ScmRights(&raw)];
+    let cmsgs: &[ControlMessage] = if raw.is_empty() { &[] } else { &rights };
     sendmsg::<()>(
         sock,
         &[IoSlice::new(&reply.encode())],
@@ -160,8 +161,9 @@ pub(crate) fn send_reply(
 /// One message read from the spawner.
 #[derive(Debug)]
 pub(crate) enum FromSpawner {
-    /// A reply, with the descriptor that came with it.
-    Reply(SpawnReply, Option<OwnedFd>),
+    /// A reply, with the descriptors that came with it (for `Spawned`: the
+    /// pidfd, then the supervisor's end of the worker's channel).
+    Reply(SpawnReply, Vec<OwnedFd>),
     /// A message that is not a reply (its length).
     Malformed(usize),
     /// End of file: the spawner is gone.
@@ -175,13 +177,13 @@ pub(crate) enum FromSpawner {
 /// `EAGAIN` when there is nothing to read.
 pub(crate) fn recv_reply(sock: RawFd) -> nix::Result<FromSpawner> {
     let mut buf = [0u8; 64];
-    let mut cmsg = nix::cmsg_space!([RawFd; 1]);
-    let (len, mut fds) = recv_with_rights(sock, &mut buf, &mut cmsg)?;
+    let mut cmsg = nix::cmsg_space!([RawFd; 2]);
+    let (len, fds) = recv_with_rights(sock, &mut buf, &mut cmsg)?;
     if len == 0 && fds.is_empty() {
         return Ok(FromSpawner::Closed);
     }
     Ok(match SpawnReply::decode(&buf[..len]) {
-        Some(reply) if fds.len() <= 1 => FromSpawner::Reply(reply, fds.pop()),
+        Some(reply) if fds.len() <= 2 => FromSpawner::Reply(reply, fds),
         _ => FromSpawner::Malformed(len),
     })
 }
@@ -231,9 +233,13 @@ mod tests {
             pid: nix::unistd::getpid(),
         };
         use std::os::fd::AsFd;
-        send_reply(a.as_raw_fd(), reply, Some(me.as_fd())).unwrap();
+        let (link, _worker_end) = super::super::channel::link_pair().unwrap();
+        send_reply(a.as_raw_fd(), reply, &[me.as_fd(), link.as_fd()]).unwrap();
         match recv_reply(b.as_raw_fd()).unwrap() {
-            FromSpawner::Reply(got, Some(_fd)) => assert_eq!(got, reply),
+            FromSpawner::Reply(got, fds) => {
+                assert_eq!(got, reply);
+                assert_eq!(fds.len(), 2, "the pidfd and the worker's channel");
+            }
             other => panic!("{other:?}"),
         }
         nix::sys::socket::send(a.as_raw_fd(), b"PX", MsgFlags::empty()).unwrap();

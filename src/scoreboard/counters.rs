@@ -87,17 +87,10 @@ impl Scoreboard {
             Counter::Memory => &h.memory,
             Counter::Vanished => &h.vanished,
             Counter::Connections => &h.connections,
-            Counter::Claimed => &h.claimed,
             Counter::KilledExternally => &h.killed_externally,
             Counter::Misbehaved => &h.misbehaved,
         };
         c.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Fork per request: requests workers have taken from the dispatch
-    /// socket since start.
-    pub(crate) fn claimed(&self) -> u64 {
-        self.header().claimed.load(Ordering::Acquire)
     }
 
     /// Supervisor: publishes the fork-per-request queue and pause state, so
@@ -160,8 +153,6 @@ pub(crate) enum Counter {
     /// Counted by the `web` feature's servers.
     #[cfg_attr(not(feature = "web"), allow(dead_code))]
     Connections,
-    /// Fork per request: requests taken from the dispatch socket.
-    Claimed,
     /// A worker ended by a signal the supervisor did not send.
     KilledExternally,
     /// A worker retired for writing nonsense.

@@ -82,7 +82,6 @@ struct Header {
     min_spare: AtomicU32,
     max_spare: AtomicU32,
     connections: AtomicU64,
-    claimed: AtomicU64,
 }
 
 /// One worker's slot. 64 bytes and aligned to a cache line, so that workers

@@ -22,8 +22,16 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use nix::unistd::Pid;
 
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use actix::Addr;
+
 use super::registry::Handle;
+use crate::daemon::{DaemonActor, WorkerSaid};
 use crate::payload::Payload;
+use crate::process::Heard;
 use crate::process::wire::SpawnRequest;
 use crate::process::{self, Pidfd};
 
@@ -54,8 +62,18 @@ pub(crate) trait Os {
     fn now(&self) -> Instant;
     /// Sends a request on the spawner's socket.
     fn send(&mut self, sock: RawFd, request: SpawnRequest) -> nix::Result<()>;
-    /// Hands a fork-per-request payload to the dispatch socket.
-    fn dispatch(&mut self, sock: RawFd, payload: &Payload) -> nix::Result<()>;
+    /// Hands a fork-per-request payload to one worker, on its own channel.
+    fn give(&mut self, link: RawFd, payload: &Payload) -> nix::Result<()>;
+    /// Reads one message from a worker's channel, without blocking.
+    fn hear(&mut self, link: RawFd) -> nix::Result<Heard>;
+    /// Starts watching the channel of worker `pid`: each time it becomes
+    /// readable, the supervisor gets a [`WorkerSaid`] event.
+    fn watch(&mut self, pid: Pid, link: Arc<OwnedFd>);
+    /// Where watchers report (the real OS needs the actor's address).
+    fn attach(&mut self, _addr: Addr<DaemonActor>) {}
+    /// Stops watching the channel of worker `pid` (it is gone, or it
+    /// misbehaved: what it sends is no longer read).
+    fn unwatch(&mut self, pid: Pid);
     /// Reaps every child that has exited.
     fn reap(&mut self) -> Vec<(Pid, WaitStatus)>;
     /// Starts the new binary of an upgrade: its pid and the pipe its
@@ -70,7 +88,12 @@ pub(crate) trait Os {
 }
 
 /// The real OS.
-pub(crate) struct RealOs;
+#[derive(Default)]
+pub(crate) struct RealOs {
+    /// Where a worker channel's watcher reports (set by the executor).
+    pub(crate) addr: Option<Addr<DaemonActor>>,
+    watchers: HashMap<Pid, actix_rt::task::JoinHandle<()>>,
+}
 
 impl Os for RealOs {
     fn now(&self) -> Instant {
@@ -81,8 +104,57 @@ impl Os for RealOs {
         process::wire::send_request(sock, request)
     }
 
-    fn dispatch(&mut self, sock: RawFd, payload: &Payload) -> nix::Result<()> {
-        process::dispatch_send(sock, payload)
+    fn give(&mut self, link: RawFd, payload: &Payload) -> nix::Result<()> {
+        process::give(link, payload)
+    }
+
+    fn hear(&mut self, link: RawFd) -> nix::Result<Heard> {
+        process::hear(link)
+    }
+
+    fn watch(&mut self, pid: Pid, link: Arc<OwnedFd>) {
+        let Some(addr) = self.addr.clone() else {
+            return;
+        };
+        // One event waits in the mailbox at most, however much the worker
+        // writes: the supervisor reads the channel itself, on the event.
+        let queued = Arc::new(AtomicBool::new(false));
+        let task = actix_rt::spawn(async move {
+            let Ok(fd) = process::watch(link) else {
+                return;
+            };
+            loop {
+                let Ok(mut guard) = fd.readable().await else {
+                    return;
+                };
+                // Safe to clear before the read: the supervisor reads the
+                // channel until EAGAIN after the event, and anything that
+                // arrives later is a new readiness event.
+                // End of file stays ready for good: the last event is
+                // sent, and the supervisor reads to the end.
+                let closed = guard.ready().is_read_closed();
+                guard.clear_ready();
+                if !queued.swap(true, Ordering::AcqRel) {
+                    addr.do_send(WorkerSaid(pid, queued.clone()));
+                }
+                if closed {
+                    return;
+                }
+            }
+        });
+        if let Some(old) = self.watchers.insert(pid, task) {
+            old.abort();
+        }
+    }
+
+    fn attach(&mut self, addr: Addr<DaemonActor>) {
+        self.addr = Some(addr);
+    }
+
+    fn unwatch(&mut self, pid: Pid) {
+        if let Some(task) = self.watchers.remove(&pid) {
+            task.abort();
+        }
     }
 
     fn reap(&mut self) -> Vec<(Pid, WaitStatus)> {
@@ -129,7 +201,12 @@ pub(crate) mod mock {
         pub(crate) sent: Vec<SpawnRequest>,
         /// The next answer of `send` (`Ok` when `None`).
         pub(crate) send_fails: Option<nix::errno::Errno>,
-        pub(crate) dispatched: usize,
+        /// The channel each request was given on, in order.
+        pub(crate) given: Vec<RawFd>,
+        /// What each worker channel has to say, by descriptor.
+        pub(crate) said: std::collections::HashMap<RawFd, std::collections::VecDeque<Heard>>,
+        /// Workers whose channel is watched.
+        pub(crate) watched: Vec<Pid>,
         pub(crate) exits: Vec<(Pid, WaitStatus)>,
         pub(crate) upgrades: Vec<Pid>,
         pub(crate) termed: Vec<Pid>,
@@ -160,9 +237,25 @@ pub(crate) mod mock {
             }
         }
 
-        fn dispatch(&mut self, _sock: RawFd, _payload: &Payload) -> nix::Result<()> {
-            self.0.borrow_mut().dispatched += 1;
+        fn give(&mut self, link: RawFd, _payload: &Payload) -> nix::Result<()> {
+            self.0.borrow_mut().given.push(link);
             Ok(())
+        }
+
+        fn hear(&mut self, link: RawFd) -> nix::Result<Heard> {
+            let mut w = self.0.borrow_mut();
+            match w.said.get_mut(&link).and_then(|q| q.pop_front()) {
+                Some(heard) => Ok(heard),
+                None => Err(nix::errno::Errno::EAGAIN),
+            }
+        }
+
+        fn watch(&mut self, pid: Pid, _link: Arc<OwnedFd>) {
+            self.0.borrow_mut().watched.push(pid);
+        }
+
+        fn unwatch(&mut self, pid: Pid) {
+            self.0.borrow_mut().watched.retain(|p| *p != pid);
         }
 
         fn reap(&mut self) -> Vec<(Pid, WaitStatus)> {

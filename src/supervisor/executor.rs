@@ -13,11 +13,11 @@ use nix::errno::Errno;
 use super::effects::Effect;
 use super::phase::Phase;
 use super::{SWEEP, Supervisor};
-use crate::daemon::{Common, DaemonActor, FromSpawner, Returned, UpgradeVerdict, Woken};
+use crate::daemon::{Common, DaemonActor, FromSpawner, UpgradeVerdict, Woken};
 use crate::process;
 
-/// Starts the tasks that watch the wake-up eventfd, the dispatch socket
-/// (requests handed back) and the spawner's socket, the sweep and the
+/// Starts the tasks that watch the wake-up eventfd and the spawner's socket
+/// (each worker's channel is watched from its spawn report on), the sweep and the
 /// systemd watchdog, and the babysitter.
 pub(crate) fn attach(s: &mut Supervisor, c: &Common, ctx: &mut Context<DaemonActor>) {
     let addr = ctx.address();
@@ -38,26 +38,7 @@ pub(crate) fn attach(s: &mut Supervisor, c: &Common, ctx: &mut Context<DaemonAct
             }
         });
     }
-    if let Some(sock) = s.requests.dispatch.clone() {
-        let addr = addr.clone();
-        actix_rt::spawn(async move {
-            let Ok(fd) = process::watch(sock) else {
-                return;
-            };
-            loop {
-                let Ok(mut guard) = fd.readable().await else {
-                    return;
-                };
-                match process::dispatch_recv(fd.get_ref().as_raw_fd()) {
-                    Ok(Some(payload)) => addr.do_send(Returned(payload)),
-                    Ok(None) => return,
-                    Err(Errno::EAGAIN) => guard.clear_ready(),
-                    Err(Errno::EINTR) => {}
-                    Err(_) => return,
-                }
-            }
-        });
-    }
+    s.attach_os(addr.clone());
     if let Some(spawner) = &mut s.spawner
         && let Some(sock) = spawner.sock.clone()
     {

@@ -12,6 +12,7 @@
 //! | `executor.rs` | the actor side: watchers, intervals, effects carried out |
 //! | `pool.rs` | the census, the pool plans carried out, reaping and exits |
 //! | `spawning.rs` | spawn requests, the spawner's replies, resends and its deadline |
+//! | `links.rs` | each worker's own channel: requests given, claims and hand-backs heard, anything else retires the worker |
 //! | `exits.rs` | exit classification and backoff (pure) |
 //! | `prefork.rs` | the pre-fork plan (pure) |
 //! | `dispatch.rs` | the fork-per-request plan (pure) |
@@ -29,7 +30,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
-use slog::{Logger, debug, info, warn};
+use slog::{Logger, info, warn};
 
 use crate::babysitter::Action;
 use crate::config::{Config, Mode};
@@ -43,6 +44,7 @@ use crate::state::UpdateKind;
 use crate::status::{PeekReport, Role, StatusReport};
 
 mod census;
+mod links;
 pub(crate) mod dispatch;
 pub(crate) mod effects;
 pub(crate) mod executor;
@@ -74,7 +76,6 @@ pub(crate) struct SupervisorSetup {
     pub(crate) board: Option<crate::scoreboard::Scoreboard>,
     pub(crate) wake: Option<Arc<Wake>>,
     pub(crate) spawner: Option<SpawnerLink>,
-    pub(crate) dispatch: Option<OwnedFd>,
     pub(crate) notifier: Option<ReadyNotifier>,
     pub(crate) outcome: Arc<Mutex<Option<Error>>>,
 }
@@ -86,14 +87,11 @@ struct Spawner {
     task: Option<actix_rt::task::JoinHandle<()>>,
 }
 
-/// Fork per request: the queue and the dispatch socket.
+/// Fork per request: the requests no worker has been given yet (each
+/// given one is held by its worker's registry entry until claimed).
 #[derive(Default)]
 struct Requests {
     queue: VecDeque<Payload>,
-    dispatch: Option<Arc<OwnedFd>>,
-    /// Requests handed to the dispatch socket since start (workers count
-    /// those they took in the scoreboard).
-    dispatched: u64,
     paused: bool,
 }
 
@@ -146,7 +144,7 @@ impl Supervisor {
         let supervisor = Supervisor {
             phase: Phase::Starting,
             registry: Registry::default(),
-            os: Box::new(RealOs),
+            os: Box::new(RealOs::default()),
             effects: Vec::new(),
             spawner: setup.spawner.map(|link| Spawner {
                 pidfd: Box::new(link.pidfd),
@@ -158,10 +156,7 @@ impl Supervisor {
             pacer: Pacer::new(),
             prefork: Prefork::default(),
             spares: None,
-            requests: Requests {
-                dispatch: setup.dispatch.map(Arc::new),
-                ..Requests::default()
-            },
+            requests: Requests::default(),
             unclaimed: HashMap::new(),
             notifier: setup.notifier,
             outcome: setup.outcome,
@@ -303,18 +298,6 @@ impl Supervisor {
                 c.out_of_place(UpdateKind::of(&update).name(), &place, None);
             }
         }
-    }
-
-    /// Fork per request: a worker handed back a request it could not
-    /// serve; it goes first.
-    pub(crate) fn returned(&mut self, c: &mut Common, payload: Payload) {
-        if self.is_stopping() {
-            warn!(c.log, "request closed unserved: shutting down");
-            return;
-        }
-        debug!(c.log, "a worker handed a request back; it goes first");
-        self.requests.queue.push_front(payload);
-        self.after_change(c);
     }
 
     pub(crate) fn foreign_child(&mut self, c: &mut Common, pid: Pid) {

@@ -2,10 +2,8 @@
 //! scoreboard census, and the pre-fork and fork-per-request plans carried
 //! out.
 
-use std::os::fd::AsRawFd;
 use std::time::Instant;
 
-use nix::errno::Errno;
 use nix::sys::signal::Signal;
 use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
@@ -116,7 +114,7 @@ impl Supervisor {
 
     /// A worker wrote nonsense: logged with its slot and pid, retired,
     /// and its slot's pid put right. Nothing else changes.
-    fn misbehaved(&mut self, c: &mut Common, slot: SlotId, what: &str) {
+    pub(super) fn misbehaved(&mut self, c: &mut Common, slot: SlotId, what: &str) {
         let Some(child) = self.registry.get(slot) else {
             return;
         };
@@ -202,22 +200,11 @@ impl Supervisor {
         };
         let warm_workers = c.config.warm_workers();
         let census = |s: &Supervisor| {
-            let mut waiting = s.registry.pending_len();
-            for child in s.registry.iter() {
-                if !child.is_leaving()
-                    && matches!(
-                        child.seen,
-                        SlotState::Forking | SlotState::Starting | SlotState::FirstWait
-                    )
-                {
-                    waiting += 1;
-                }
-            }
             let used = s.registry.child_count() + s.registry.pending_len();
             Census {
-                waiting,
+                takers: s.takers().len(),
+                pending: s.registry.pending_len(),
                 free: max_children.saturating_sub(used),
-                in_socket: s.requests.dispatched.saturating_sub(board.claimed()) as usize,
                 queued: s.requests.queue.len(),
                 warm: if s.phase.is_stopping() {
                     0
@@ -227,34 +214,18 @@ impl Supervisor {
             }
         };
         let plan = dispatch::plan(census(self));
+        let takers = self.takers();
+        for slot in takers.into_iter().take(plan.send) {
+            self.give(c, slot);
+        }
         for _ in 0..plan.fork {
             if !self.spawn(c, false, now) {
                 break;
             }
         }
-        for _ in 0..plan.send {
-            let Some(sock) = self.requests.dispatch.clone() else {
-                break;
-            };
-            let Some(payload) = self.requests.queue.pop_front() else {
-                break;
-            };
-            match self.os.dispatch(sock.as_raw_fd(), &payload) {
-                // The worker has its own copies of the descriptors.
-                Ok(()) => self.requests.dispatched += 1,
-                Err(err) => {
-                    self.requests.queue.push_front(payload);
-                    if err != Errno::EAGAIN && err != Errno::ENOBUFS {
-                        error!(c.log, "cannot hand a request to a worker"; "error" => %err);
-                    }
-                    // Try again at the next event (a sweep at the latest).
-                    break;
-                }
-            }
-        }
         let after = census(self);
         let hold = dispatch::hold(after);
-        board.set_queue(after.queued + after.in_socket, hold);
+        board.set_queue(after.queued + self.given_count(), hold);
         if hold && !self.requests.paused {
             self.requests.paused = true;
             debug!(c.log, "pausing the acceptor: max_children reached");
@@ -308,6 +279,7 @@ impl Supervisor {
     }
 
     pub(super) fn worker_exited(&mut self, c: &mut Common, pid: Pid, status: WaitStatus) {
+        self.link_closing(c, pid);
         let Some(child) = self.registry.remove(pid) else {
             return;
         };

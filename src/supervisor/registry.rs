@@ -8,11 +8,14 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
 use std::time::Instant;
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
+use crate::payload::Payload;
 use crate::process::Pidfd;
 use crate::scoreboard::SlotId;
 
@@ -98,6 +101,16 @@ pub(crate) struct Child<H> {
     pub(crate) seen: crate::state::SlotState,
     /// Its request count as last read from the scoreboard (only grows).
     pub(crate) requests_seen: u64,
+    /// The supervisor's end of its own channel (`None` in tests that need
+    /// none).
+    pub(crate) link: Option<Arc<OwnedFd>>,
+    /// Fork per request: the request given to it and not yet claimed (the
+    /// supervisor's copy, kept until the claim, so that a worker that dies
+    /// first loses nothing).
+    pub(crate) given: Option<Payload>,
+    /// Messages it sent on its channel (a fork-per-request worker sends
+    /// one in its life, anyone else none).
+    pub(crate) heard: u32,
 }
 
 impl<H: Handle> Child<H> {
@@ -194,6 +207,7 @@ impl<H: Handle> Registry<H> {
         &mut self,
         slot: SlotId,
         handle: H,
+        link: Option<Arc<OwnedFd>>,
         now: Instant,
     ) -> Result<(), Refused> {
         if !self.pending.contains_key(&slot) {
@@ -215,6 +229,9 @@ impl<H: Handle> Registry<H> {
                 ask: Ask::Nothing,
                 seen: crate::state::SlotState::Forking,
                 requests_seen: 0,
+                link,
+                given: None,
+                heard: 0,
             },
         );
         Ok(())
@@ -336,18 +353,18 @@ pub(crate) mod tests {
         let now = Instant::now();
         let mut reg = Registry::default();
         assert_eq!(
-            reg.register(SlotId(0), mock(10, &sent), now),
+            reg.register(SlotId(0), mock(10, &sent), None, now),
             Err(Refused::NotPending)
         );
         reg.expect(SlotId(0), now, false);
         reg.expect(SlotId(1), now, false);
-        assert_eq!(reg.register(SlotId(0), mock(10, &sent), now), Ok(()));
+        assert_eq!(reg.register(SlotId(0), mock(10, &sent), None, now), Ok(()));
         assert_eq!(
-            reg.register(SlotId(1), mock(10, &sent), now),
+            reg.register(SlotId(1), mock(10, &sent), None, now),
             Err(Refused::DuplicatePid)
         );
         assert_eq!(
-            reg.register(SlotId(0), mock(11, &sent), now),
+            reg.register(SlotId(0), mock(11, &sent), None, now),
             Err(Refused::NotPending),
             "a slot is reported once"
         );
@@ -364,7 +381,7 @@ pub(crate) mod tests {
         let now = Instant::now();
         let mut reg = Registry::default();
         reg.expect(SlotId(2), now, false);
-        reg.register(SlotId(2), mock(20, &sent), now).unwrap();
+        reg.register(SlotId(2), mock(20, &sent), None, now).unwrap();
         // Nothing is registered in slot 3: no signal goes anywhere.
         assert!(!reg.signal(SlotId(3), Signal::SIGTERM, Ask::Retire(Retire::Surplus)));
         assert!(reg.signal(SlotId(2), Signal::SIGKILL, Ask::Kill));

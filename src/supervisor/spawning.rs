@@ -173,9 +173,11 @@ impl Supervisor {
         c: &mut Common,
         slot: SlotId,
         pid: Pid,
-        fd: Option<std::os::fd::OwnedFd>,
+        fds: Vec<std::os::fd::OwnedFd>,
     ) {
         let now = self.os.now();
+        let mut fds = fds.into_iter();
+        let (fd, link) = (fds.next(), fds.next().map(std::sync::Arc::new));
         let pidfd = match fd.map(|fd| self.os.child_handle(fd)) {
             Some(Ok(pidfd)) if pidfd.pid() == pid => pidfd,
             other => {
@@ -203,8 +205,12 @@ impl Supervisor {
                 return;
             }
         };
-        match self.registry.register(slot, pidfd, now) {
-            Ok(()) => {}
+        match self.registry.register(slot, pidfd, link.clone(), now) {
+            Ok(()) => {
+                if let Some(link) = link {
+                    self.os.watch(pid, link);
+                }
+            }
             Err(refused) => {
                 error!(c.log, "spawn report refused"; "slot" => slot, "worker" => pid.as_raw(),
                     "why" => match refused { Refused::NotPending => "no spawn pending there", Refused::DuplicatePid => "pid already registered" });

@@ -278,14 +278,12 @@ impl Supervisor {
             warn!(c.log, "queued requests closed unserved at shutdown"; "count" => dropped);
             self.requests.queue.clear();
         }
-        // Requests handed to the workers' socket and not yet taken: a
-        // worker that is up may still take them before its TERM; the rest
-        // close with the socket.
-        if let Some(board) = &c.board {
-            let handed = self.requests.dispatched.saturating_sub(board.claimed());
-            if handed > 0 {
-                warn!(c.log, "requests not yet taken by a worker at shutdown"; "count" => handed);
-            }
+        // Requests given to workers and not yet claimed: a worker that is
+        // up may still claim its own before its TERM; the rest close when
+        // their workers exit.
+        let given = self.given_count();
+        if given > 0 {
+            warn!(c.log, "requests not yet claimed by their workers at shutdown"; "count" => given);
         }
         for slot in self.registry.slots() {
             self.registry

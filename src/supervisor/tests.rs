@@ -31,6 +31,8 @@ struct Rig {
     log: Capture,
     board: Scoreboard,
     next_pid: i32,
+    /// The (mock) channel descriptor of the worker last reported in each slot.
+    links: std::collections::HashMap<SlotId, std::os::fd::RawFd>,
 }
 
 fn prefork() -> crate::DaemonBuilder {
@@ -63,7 +65,6 @@ impl Rig {
             board: Some(board.clone()),
             wake: None,
             spawner: None,
-            dispatch: None,
             notifier: None,
             outcome: Arc::new(Mutex::new(None)),
         });
@@ -83,6 +84,7 @@ impl Rig {
             log,
             board,
             next_pid: 1000,
+            links: std::collections::HashMap::new(),
         }
     }
 
@@ -123,6 +125,8 @@ impl Rig {
         self.next_pid += 1;
         let pid = self.next_pid;
         let fd = OwnedFd::from(File::open("/dev/null").unwrap());
+        let link = OwnedFd::from(File::open("/dev/null").unwrap());
+        self.links.insert(slot, link.as_raw_fd());
         self.w
             .borrow_mut()
             .names
@@ -132,7 +136,7 @@ impl Rig {
             pid: Pid::from_raw(pid),
         };
         self.s
-            .on_spawner(&mut self.c, FromSpawner::Reply(reply, Some(fd)));
+            .on_spawner(&mut self.c, FromSpawner::Reply(reply, vec![fd, link]));
         pid
     }
 

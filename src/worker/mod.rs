@@ -19,7 +19,7 @@ use crate::config::{Config, Mode};
 use crate::daemon::{Claimed, Common, DaemonActor};
 use crate::messages::{DaemonSignal, OsSignal, UpdateStatus};
 use crate::payload::Payload;
-use crate::process::{self, Wake};
+use crate::process::{self, Told, Wake};
 use crate::scoreboard::{Counter, Scoreboard, SlotId};
 use crate::state::{SlotState, Step, UpdateKind, worker_step};
 use crate::status::PeekReport;
@@ -36,8 +36,9 @@ pub(crate) struct WorkerSetup {
     pub(crate) wake: Arc<Wake>,
     pub(crate) slot: SlotId,
     pub(crate) supervisor_pid: Pid,
-    /// Fork per request: the workers' end of the dispatch socket.
-    pub(crate) dispatch: Option<Arc<OwnedFd>>,
+    /// This worker's end of its own channel to the supervisor (`None` in
+    /// benches that run a worker's actor without a supervisor).
+    pub(crate) link: Option<Arc<OwnedFd>>,
 }
 
 /// A worker's phase.
@@ -61,9 +62,9 @@ pub(crate) struct Worker {
     /// Requests accepted (`Req`, `Long`) and not yet `Done` after the stop
     /// began: the worker exits only once they are finished.
     in_flight: u32,
-    /// Fork per request: the dispatch socket, and the task waiting on it
-    /// for this worker's request.
-    dispatch: Option<Arc<OwnedFd>>,
+    /// Its own channel to the supervisor, and (fork per request) the task
+    /// waiting on it for this worker's request.
+    link: Option<Arc<OwnedFd>>,
     claim_task: Option<actix_rt::task::JoinHandle<()>>,
 }
 
@@ -89,7 +90,7 @@ impl Worker {
             phase: Phase::Running,
             limit,
             in_flight: 0,
-            dispatch: setup.dispatch,
+            link: setup.link,
             claim_task: None,
         };
         (common, worker)
@@ -142,14 +143,14 @@ impl Worker {
             c.broadcast(DaemonSignal::Child(None));
             return;
         }
-        // Fork per request: ready (`.`), waiting for a request on the
-        // dispatch socket; `Child(payload)` once one is taken.
+        // Fork per request: ready (`.`), waiting for the request the
+        // supervisor gives it on its own channel; `Child(payload)` once
+        // it is taken.
         self.set_state(c, SlotState::FirstWait);
         let addr = ctx.address();
-        let Some(sock) = self.dispatch.clone() else {
+        let Some(sock) = self.link.clone() else {
             return;
         };
-        let board = c.board.clone();
         self.claim_task = Some(actix_rt::spawn(async move {
             let Ok(fd) = process::watch(sock) else {
                 addr.do_send(Claimed(None));
@@ -160,18 +161,11 @@ impl Worker {
                     addr.do_send(Claimed(None));
                     return;
                 };
-                match process::dispatch_recv(fd.get_ref().as_raw_fd()) {
+                match process::take(fd.get_ref().as_raw_fd()) {
                     Ok(payload) => {
-                        // Counted at once: the supervisor's count of
-                        // requests in the socket must not wait for the
-                        // actor.
-                        if let (Some(_), Some(board)) = (&payload, &board) {
-                            board.count(Counter::Claimed);
-                        }
                         addr.do_send(Claimed(payload));
                         return;
                     }
-                    // Another worker took it, or a spurious wake-up.
                     Err(Errno::EAGAIN) => guard.clear_ready(),
                     Err(Errno::EINTR) => {}
                     Err(_) => {
@@ -288,20 +282,31 @@ impl Worker {
             }
             return;
         };
-        if self.is_stopping() {
-            // Taken just as TERM came: give it back to the supervisor,
-            // which hands it to another worker.
-            let returned = match &self.dispatch {
-                Some(sock) => process::dispatch_send(sock.as_raw_fd(), &payload),
-                None => Err(Errno::ENOTCONN),
-            };
-            match returned {
+        let answer = if self.is_stopping() {
+            Told::HandedBack
+        } else {
+            Told::Claimed
+        };
+        // The supervisor holds its copy until it hears this: handed back,
+        // it gives the request to another worker; if this worker died
+        // before answering, it would too.
+        let told = match &self.link {
+            Some(sock) => process::tell(sock.as_raw_fd(), answer),
+            None => Err(Errno::ENOTCONN),
+        };
+        if answer == Told::HandedBack {
+            // Taken just as TERM came.
+            match told {
                 Ok(()) => debug!(c.log, "request handed back: shutting down"),
                 Err(err) => {
-                    warn!(c.log, "request closed unserved: shutting down"; "error" => %err)
+                    warn!(c.log, "cannot hand the request back: shutting down"; "error" => %err)
                 }
             }
             return;
+        }
+        if let Err(err) = told {
+            // The supervisor is gone: the request is still served.
+            warn!(c.log, "cannot tell the supervisor the request is claimed"; "error" => %err);
         }
         self.set_state(c, SlotState::Req);
         c.life.child = Some(Some(payload.clone()));

@@ -49,7 +49,7 @@ fn test_worker(
     log: &Logger,
     board: &Scoreboard,
     slot: SlotId,
-    dispatch: Option<OwnedFd>,
+    link: Option<OwnedFd>,
 ) -> DaemonActor {
     DaemonActor::worker(WorkerSetup {
         config: config(builder),
@@ -58,7 +58,7 @@ fn test_worker(
         wake: Arc::new(Wake::new().unwrap()),
         slot,
         supervisor_pid: nix::unistd::getpid(),
-        dispatch: dispatch.map(Arc::new),
+        link: link.map(Arc::new),
     })
 }
 
@@ -78,7 +78,6 @@ fn nonsense_updates_are_logged_with_their_place_and_change_nothing() {
             board: Some(Scoreboard::new(2).unwrap()),
             wake: None,
             spawner: None,
-            dispatch: None,
             notifier: None,
             outcome: Arc::new(Mutex::new(None)),
         })
@@ -204,7 +203,7 @@ fn a_request_taken_while_shutting_down_is_handed_back() {
     let board = Scoreboard::new(1).unwrap();
     let slot = board.allocate().unwrap();
     board.set_state(slot, SlotState::Starting);
-    let (supervisor_end, workers_end) = process::dispatch_pair().unwrap();
+    let (supervisor_end, workers_end) = crate::process::channel_pair_for_tests();
     let system = actix_rt::System::new();
     let state_at_claim = system.block_on(async {
         let worker = test_worker(
@@ -221,8 +220,9 @@ fn a_request_taken_while_shutting_down_is_handed_back() {
         board.state(slot)
     });
     assert_eq!(state_at_claim, SlotState::Exit, "not served: exiting");
-    let back = process::dispatch_recv(supervisor_end.as_raw_fd())
-        .expect("handed back")
-        .expect("a payload");
-    assert_eq!(back.data::<String>().unwrap(), "GET /");
+    // The supervisor keeps its own copy: the worker only says so.
+    assert_eq!(
+        process::hear(supervisor_end.as_raw_fd()).expect("an answer"),
+        process::Heard::Told(process::Told::HandedBack)
+    );
 }
