@@ -770,6 +770,79 @@ async fn fault(command: &str, ballast: &mut Vec<Vec<u8>>) -> Option<String> {
             }
             Some(format!("OK {n}"))
         }
+        // As an attacker with code in this worker: read every
+        // SOCK_SEQPACKET socket this process holds for MS milliseconds
+        // (in fork per request, its own channel: nothing of another
+        // worker's is there), and say how many messages came.
+        ("STEAL", Some(ms)) => {
+            let ms: u64 = ms.parse().ok()?;
+            let deadline = std::time::Instant::now() + Duration::from_millis(ms);
+            let mut got = 0u64;
+            while std::time::Instant::now() < deadline {
+                for fd in seqpacket_fds() {
+                    let mut buf = [0u8; 256];
+                    if let Ok(n) = nix::sys::socket::recv(
+                        fd,
+                        &mut buf,
+                        nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+                    ) {
+                        got += u64::from(n > 0);
+                    }
+                }
+                actix_rt::time::sleep(Duration::from_millis(1)).await;
+            }
+            Some(format!("OK {got}"))
+        }
+        // As an attacker: send N forged messages, each with a descriptor,
+        // on every SOCK_SEQPACKET socket this process holds (its channel).
+        ("FLOOD", Some(n)) => {
+            use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+            use std::io::IoSlice;
+            use std::os::fd::AsRawFd;
+            let n: u64 = n.parse().ok()?;
+            let null = std::fs::File::open("/dev/null").ok()?;
+            let fds = [null.as_raw_fd()];
+            let mut sent = 0u64;
+            for fd in seqpacket_fds() {
+                for i in 0..n {
+                    let junk = if i % 2 == 0 {
+                        &b"C"[..]
+                    } else {
+                        &b"Qforged request"[..]
+                    };
+                    let cmsg = [ControlMessage::ScmRights(&fds)];
+                    if sendmsg::<()>(
+                        fd,
+                        &[IoSlice::new(junk)],
+                        &cmsg,
+                        MsgFlags::MSG_DONTWAIT,
+                        None,
+                    )
+                    .is_ok()
+                    {
+                        sent += 1;
+                    }
+                }
+            }
+            Some(format!("OK {sent}"))
+        }
         _ => None,
     }
+}
+
+/// Every `SOCK_SEQPACKET` socket this process holds (what an attacker in
+/// a worker would find by scanning its descriptors).
+fn seqpacket_fds() -> Vec<std::os::fd::RawFd> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<std::os::fd::RawFd>().ok())
+        .filter(|&fd| {
+            // SAFETY: only borrowed for this call; a closed number fails.
+            let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            nix::sys::socket::getsockopt(&b, nix::sys::socket::sockopt::SockType)
+                == Ok(nix::sys::socket::SockType::SeqPacket)
+        })
+        .collect()
 }

@@ -44,11 +44,11 @@ use crate::state::UpdateKind;
 use crate::status::{PeekReport, Role, StatusReport};
 
 mod census;
-mod links;
 pub(crate) mod dispatch;
 pub(crate) mod effects;
 pub(crate) mod executor;
 pub(crate) mod exits;
+mod links;
 pub(crate) mod pacing;
 pub(crate) mod panic;
 mod phase;

@@ -168,13 +168,7 @@ impl Supervisor {
         self.after_change(c);
     }
 
-    fn spawned(
-        &mut self,
-        c: &mut Common,
-        slot: SlotId,
-        pid: Pid,
-        fds: Vec<std::os::fd::OwnedFd>,
-    ) {
+    fn spawned(&mut self, c: &mut Common, slot: SlotId, pid: Pid, fds: Vec<std::os::fd::OwnedFd>) {
         let now = self.os.now();
         let mut fds = fds.into_iter();
         let (fd, link) = (fds.next(), fds.next().map(std::sync::Arc::new));

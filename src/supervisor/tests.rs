@@ -586,3 +586,91 @@ proptest::proptest! {
         proptest::prop_assert!(r.s.is_stopping());
     }
 }
+
+/// Fork per request, over the workers' own channels: what a worker given a
+/// request says (or does) decides where the request goes, and anything out
+/// of turn retires that worker alone.
+#[test]
+fn a_request_goes_to_one_worker_and_only_its_answer_counts() {
+    use crate::process::{Heard, Told};
+    #[derive(Clone, Copy, Debug)]
+    enum Then {
+        Says(Heard),
+        SaysTwice(Heard),
+        Exits,
+        IdleOneSays(Heard),
+    }
+    // (what happens, the request is given again, the worker is retired)
+    let claimed = Heard::Told(Told::Claimed);
+    let back = Heard::Told(Told::HandedBack);
+    let junk = Heard::Malformed { len: 15, fds: 1 };
+    let table = [
+        (Then::Says(claimed), false, false),
+        (Then::Says(back), true, false),
+        (Then::Exits, true, false),
+        (Then::SaysTwice(claimed), false, true),
+        (Then::SaysTwice(back), true, true),
+        (Then::Says(junk), false, true),
+        (Then::IdleOneSays(claimed), false, true),
+    ];
+    for (then, given_again, retired) in table {
+        let mut r = Rig::new(crate::Daemon::builder().detach(false).max_children(4));
+        let up = r.started();
+        assert_eq!(up.len(), 1, "{then:?}: one warm worker");
+        let (slot, pid) = up[0];
+        r.s.update(&mut r.c, UpdateStatus::Req(crate::Payload::new()));
+        let link = r.links[&slot];
+        assert_eq!(
+            r.w.borrow().given,
+            vec![link],
+            "{then:?}: given to the warm one"
+        );
+        // A new warm worker is forked meanwhile, and gets ready.
+        let spare = r.serve_spawns();
+        assert_eq!(spare.len(), 1, "{then:?}: a new warm worker");
+        let (spare_slot, spare_pid) = spare[0];
+        r.write(slot, SlotState::Req);
+        let say = |r: &mut Rig, slot: SlotId, pid: i32, heard: Heard| {
+            let fd = r.links[&slot];
+            r.w.borrow_mut()
+                .said
+                .entry(fd)
+                .or_default()
+                .push_back(heard);
+            r.s.hear_from(&mut r.c, Pid::from_raw(pid));
+        };
+        match then {
+            Then::Says(h) => say(&mut r, slot, pid, h),
+            Then::SaysTwice(h) => {
+                say(&mut r, slot, pid, h);
+                say(&mut r, slot, pid, h);
+            }
+            Then::Exits => r.exit(pid, exited(pid, 1)),
+            Then::IdleOneSays(h) => say(&mut r, spare_slot, spare_pid, h),
+        }
+        let given = r.w.borrow().given.clone();
+        let spare_link = r.links[&spare_slot];
+        if given_again {
+            assert_eq!(
+                given,
+                vec![link, spare_link],
+                "{then:?}: given again, to the spare"
+            );
+        } else {
+            assert_eq!(given, vec![link], "{then:?}: given once");
+        }
+        let who = if matches!(then, Then::IdleOneSays(_)) {
+            spare_pid
+        } else {
+            pid
+        };
+        let termed = r.signals().contains(&(who, Signal::SIGTERM));
+        assert_eq!(termed, retired, "{then:?}: retired");
+        assert_eq!(r.logged("on its channel"), retired, "{then:?}: logged");
+        assert_eq!(
+            r.s.requests.queue.len(),
+            0,
+            "{then:?}: nothing left waiting"
+        );
+    }
+}
