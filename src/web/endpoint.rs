@@ -7,8 +7,8 @@
 use std::net::{IpAddr, SocketAddr};
 
 use actix::prelude::*;
-use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, Resource, web};
 
 use super::allow::Allowlist;
@@ -257,7 +257,16 @@ mod tests {
 
     #[test]
     fn bad_paths_are_typed_errors() {
-        for path in ["", "status", "status/", " /status", "/st atus", "/status?json", "/a#b", "/é"] {
+        for path in [
+            "",
+            "status",
+            "status/",
+            " /status",
+            "/st atus",
+            "/status?json",
+            "/a#b",
+            "/é",
+        ] {
             match StatusEndpoint::new(path) {
                 Err(Error::StatusPath { path: p, .. }) => assert_eq!(p, path),
                 other => panic!("{path:?}: {other:?}"),
@@ -281,7 +290,10 @@ mod tests {
         );
         assert!(err.to_string().contains("\"10.0.0.300\""), "{err}");
         // A path error comes first, whatever the entries.
-        let err = StatusEndpoint::builder("x").allow("bad").build().unwrap_err();
+        let err = StatusEndpoint::builder("x")
+            .allow("bad")
+            .build()
+            .unwrap_err();
         assert!(matches!(err, Error::StatusPath { .. }), "{err:?}");
     }
 
@@ -296,7 +308,10 @@ mod tests {
         let none = HeaderMap::new();
         let with = |name: &'static str, value: &'static str| {
             let mut h = HeaderMap::new();
-            h.insert(HeaderName::from_static(name), HeaderValue::from_static(value));
+            h.insert(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
             h
         };
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
@@ -304,10 +319,30 @@ mod tests {
         let table = [
             (&local, peer("127.0.0.1"), none.clone(), Admission::Admitted),
             (&local, peer("::1"), none.clone(), Admission::Admitted),
-            (&local, peer("::ffff:127.0.0.1"), none.clone(), Admission::Admitted),
-            (&local, peer("127.0.0.2"), none.clone(), Admission::NotListed(ip("127.0.0.2"))),
-            (&listed, peer("127.0.0.1"), none.clone(), Admission::NotListed(ip("127.0.0.1"))),
-            (&listed, peer("127.0.0.2"), none.clone(), Admission::Admitted),
+            (
+                &local,
+                peer("::ffff:127.0.0.1"),
+                none.clone(),
+                Admission::Admitted,
+            ),
+            (
+                &local,
+                peer("127.0.0.2"),
+                none.clone(),
+                Admission::NotListed(ip("127.0.0.2")),
+            ),
+            (
+                &listed,
+                peer("127.0.0.1"),
+                none.clone(),
+                Admission::NotListed(ip("127.0.0.1")),
+            ),
+            (
+                &listed,
+                peer("127.0.0.2"),
+                none.clone(),
+                Admission::Admitted,
+            ),
             // No TCP peer (a Unix socket): refused.
             (&local, None, none.clone(), Admission::NoPeer),
             // A header never admits: the unlisted peer stays unlisted ...
@@ -338,7 +373,116 @@ mod tests {
             ),
         ];
         for (endpoint, peer, headers, want) in table {
-            assert_eq!(endpoint.admits(peer, &headers), want, "{peer:?} {headers:?}");
+            assert_eq!(
+                endpoint.admits(peer, &headers),
+                want,
+                "{peer:?} {headers:?}"
+            );
         }
+    }
+
+    /// The Reporter answers its endpoint to listed TCP peers only; every
+    /// other request reaches the application.
+    #[actix_rt::test]
+    async fn the_reporter_answers_listed_peers_and_passes_the_rest_on() {
+        use actix_web::{App, test};
+        let (tracker, _notes) = super::super::tests::tracker(None);
+        let reporter = super::super::Reporter {
+            tracker: std::sync::Arc::new(tracker),
+            status: Some(std::sync::Arc::new(
+                StatusEndpoint::builder("/status")
+                    .allow("10.0.0.0/8")
+                    .build()
+                    .unwrap(),
+            )),
+        };
+        let app = test::init_service(
+            App::new()
+                .wrap(reporter)
+                .route("/", web::get().to(|| async { "app" })),
+        )
+        .await;
+        let ask = |peer: Option<&str>, method: actix_web::http::Method, header: Option<&str>| {
+            let mut req = test::TestRequest::default().method(method).uri("/status");
+            if let Some(peer) = peer {
+                req = req.peer_addr(peer.parse().unwrap());
+            }
+            if let Some(value) = header {
+                req = req.insert_header(("x-forwarded-for", value));
+            }
+            req.to_request()
+        };
+        use actix_web::http::Method;
+        for (peer, method, header, want) in [
+            (Some("10.1.2.3:5000"), Method::GET, None, 200),
+            (Some("10.1.2.3:5000"), Method::HEAD, None, 200),
+            (Some("[::ffff:10.1.2.3]:5000"), Method::GET, None, 200),
+            (Some("10.1.2.3:5000"), Method::POST, None, 404),
+            (Some("11.1.2.3:5000"), Method::GET, None, 404),
+            (Some("11.1.2.3:5000"), Method::GET, Some("10.1.2.3"), 404),
+            (Some("10.1.2.3:5000"), Method::GET, Some("203.0.113.1"), 404),
+            (None, Method::GET, None, 404),
+        ] {
+            let res = test::call_service(&app, ask(peer, method.clone(), header)).await;
+            let status = res.status().as_u16();
+            let body = test::read_body(res).await;
+            assert_eq!(status, want, "{peer:?} {method} {header:?}: {body:?}");
+            if want == 200 && method == Method::GET {
+                assert_eq!(body, "status page");
+            }
+        }
+    }
+
+    /// The handler mounted in the application renders the report in the
+    /// format the query asks for, as the built-in endpoint does.
+    #[actix_rt::test]
+    async fn the_mounted_handler_serves_every_format() {
+        use actix_web::{App, test};
+        let app = test::init_service(
+            App::new().service(web::scope("/admin").service(status_resource("/status"))),
+        )
+        .await;
+        for (query, content_type) in [
+            ("", "text/plain; charset=utf-8"),
+            ("?json", "application/json"),
+            ("?prometheus", "text/plain; version=0.0.4; charset=utf-8"),
+        ] {
+            let req = test::TestRequest::get()
+                .uri(&format!("/admin/status{query}"))
+                .to_request();
+            let res = test::call_service(&app, req).await;
+            assert_eq!(res.status(), StatusCode::OK, "{query}");
+            assert_eq!(
+                res.headers().get(header::CONTENT_TYPE).unwrap(),
+                content_type,
+                "{query}"
+            );
+            assert_eq!(
+                res.headers().get(header::CACHE_CONTROL).unwrap(),
+                "no-store"
+            );
+            let body = String::from_utf8(test::read_body(res).await.to_vec()).unwrap();
+            match query {
+                "?json" => {
+                    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+                    assert_eq!(json["alias"], "Daemon", "{body}");
+                }
+                "?prometheus" => assert!(body.contains("actix_daemon_requests_total 0"), "{body}"),
+                _ => assert!(body.contains("Daemon"), "{body}"),
+            }
+        }
+        let head = test::TestRequest::default()
+            .method(actix_web::http::Method::HEAD)
+            .uri("/admin/status")
+            .to_request();
+        assert_eq!(
+            test::call_service(&app, head).await.status(),
+            StatusCode::OK
+        );
+        let post = test::TestRequest::post().uri("/admin/status").to_request();
+        assert_eq!(
+            test::call_service(&app, post).await.status(),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
     }
 }

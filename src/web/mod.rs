@@ -129,8 +129,8 @@ use crate::scoreboard::Counter;
 use crate::{Process, Role};
 
 use accept::{Acceptor, ConnectionGuard, Local, Next, Running, Shared, transient};
-pub use reporter::{ReportedBody, Reporter, ReporterService, mark_long};
 pub use endpoint::{StatusEndpoint, StatusEndpointBuilder, status_handler, status_resource};
+pub use reporter::{ReportedBody, Reporter, ReporterService, mark_long};
 pub use status::StatusFormat;
 use worker::WebWorker;
 
