@@ -188,7 +188,10 @@ enum StatusPage {
     /// Built in, before the application, for the peers it lists.
     BuiltIn(actix_daemon::web::StatusEndpoint),
     /// In the application, at this path, behind a bearer token check.
-    Mounted { path: String, token: Arc<str> },
+    Mounted {
+        path: String,
+        token: Arc<str>,
+    },
 }
 
 /// The status page the flags ask for; a bad path or address is an error
@@ -212,7 +215,9 @@ fn status_page(args: &Args) -> Result<StatusPage, actix_daemon::Error> {
     })
 }
 
-fn app(status: StatusPage) -> App<
+fn app(
+    status: StatusPage,
+) -> App<
     impl actix_web::dev::ServiceFactory<
         actix_web::dev::ServiceRequest,
         Config = (),
@@ -231,7 +236,9 @@ fn app(status: StatusPage) -> App<
                 // The application's own middleware guards the page.
                 cfg.service(
                     web::scope(&path)
-                        .wrap(from_fn(move |req, next| require_token(token.clone(), req, next)))
+                        .wrap(from_fn(move |req, next| {
+                            require_token(token.clone(), req, next)
+                        }))
                         .service(actix_daemon::web::status_resource("")),
                 );
             }

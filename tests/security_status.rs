@@ -80,7 +80,10 @@ const STATUS_TEXT: &str = "Pre-forking server";
 
 fn assert_status_page(d: &Daemon, (status, body): (u16, String), what: &str) {
     assert_eq!(status, 200, "{what}: {body}\n{}", d.report());
-    assert!(body.contains(STATUS_TEXT), "{what}: not the status page: {body}");
+    assert!(
+        body.contains(STATUS_TEXT),
+        "{what}: not the status page: {body}"
+    );
 }
 
 /// Refused: the application's own 404, not the status page.
@@ -109,12 +112,23 @@ fn the_default_allowlist_answers_loopback_and_refuses_another_peer() {
     let json: serde_json::Value = serde_json::from_str(&json).expect("JSON");
     assert_eq!(json["mode"], "Pre-forking server");
     // 127.0.0.2 is served by the application, but not the status page.
-    assert_eq!(get_from(&d, OTHER, "/", &[]), (200, "Hello, world!\n".into()));
+    assert_eq!(
+        get_from(&d, OTHER, "/", &[]),
+        (200, "Hello, world!\n".into())
+    );
     assert_refused(&d, get_from(&d, OTHER, "/status", &[]), "127.0.0.2");
-    assert_refused(&d, get_from(&d, OTHER, "/status?prometheus", &[]), "127.0.0.2");
+    assert_refused(
+        &d,
+        get_from(&d, OTHER, "/status?prometheus", &[]),
+        "127.0.0.2",
+    );
     // A header claiming loopback does not help the other peer ...
     for header in ["X-Forwarded-For", "X-Real-IP", "Forwarded"] {
-        let value = if header == "Forwarded" { "for=127.0.0.1" } else { "127.0.0.1" };
+        let value = if header == "Forwarded" {
+            "for=127.0.0.1"
+        } else {
+            "127.0.0.1"
+        };
         assert_refused(
             &d,
             get_from(&d, OTHER, "/status", &[(header, value)]),
@@ -145,11 +159,20 @@ fn an_explicit_allowlist_replaces_loopback() {
     // A prefix: 127.0.0.0/31 is .0 and .1, not .2.
     let d = Daemon::start(
         "hello_prefork",
-        &["--start-children", "1", "--status-allow", "::1,127.0.0.0/31"],
+        &[
+            "--start-children",
+            "1",
+            "--status-allow",
+            "::1,127.0.0.0/31",
+        ],
     );
     d.wait_workers(1);
     assert_status_page(&d, get_from(&d, LOCAL, "/status", &[]), "127.0.0.1 in /31");
-    assert_refused(&d, get_from(&d, OTHER, "/status", &[]), "127.0.0.2 not in /31");
+    assert_refused(
+        &d,
+        get_from(&d, OTHER, "/status", &[]),
+        "127.0.0.2 not in /31",
+    );
     stop(d);
 }
 
@@ -161,7 +184,10 @@ fn off_leaves_the_path_to_the_application() {
     );
     d.wait_workers(1);
     assert_refused(&d, get_from(&d, LOCAL, "/status", &[]), "off, 127.0.0.1");
-    assert_eq!(get_from(&d, LOCAL, "/", &[]), (200, "Hello, world!\n".into()));
+    assert_eq!(
+        get_from(&d, LOCAL, "/", &[]),
+        (200, "Hello, world!\n".into())
+    );
     stop(d);
 }
 
@@ -186,7 +212,11 @@ fn mounted_in_the_application_the_page_is_behind_its_middleware() {
     let token = [("Authorization", "Bearer s3cret")];
     assert_status_page(&d, get_from(&d, LOCAL, "/status", &token), "token");
     // The token decides, not the peer.
-    assert_status_page(&d, get_from(&d, OTHER, "/status", &token), "token from 127.0.0.2");
+    assert_status_page(
+        &d,
+        get_from(&d, OTHER, "/status", &token),
+        "token from 127.0.0.2",
+    );
     let (status, json) = get_from(&d, OTHER, "/status?json", &token);
     assert_eq!(status, 200);
     let json: serde_json::Value = serde_json::from_str(&json).expect("JSON");
@@ -201,16 +231,25 @@ fn mounted_in_the_application_the_page_is_behind_its_middleware() {
 fn status_misconfiguration_exits_2_before_anything_starts() {
     for (args, needle) in [
         (&["--status-path", "status"][..], "status path \"status\""),
-        (&["--status-allow", "localhost"], "status allowlist entry \"localhost\""),
+        (
+            &["--status-allow", "localhost"],
+            "status allowlist entry \"localhost\"",
+        ),
         (&["--status-allow", "10.0.0.1/8"], "host bits"),
         (&["--status-allow", "::1,10.0.0.256"], "\"10.0.0.256\""),
         (&["--status-path", "off", "--status-allow", "::1"], "off"),
-        (&["--status-token", "t", "--status-allow", "::1"], "one of them"),
+        (
+            &["--status-token", "t", "--status-allow", "::1"],
+            "one of them",
+        ),
         (&["--status-token", "a b"], "--status-token"),
     ] {
         let (code, stderr) = run_failing("hello_prefork", args);
         assert_eq!(code, 2, "{args:?}: {stderr}");
-        assert!(stderr.contains(needle), "{args:?}: no {needle:?} in {stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{args:?}: no {needle:?} in {stderr}"
+        );
     }
 }
 
