@@ -41,7 +41,8 @@
 //! `--requests-jitter N`, `--threads N` (actix-web threads per worker,
 //! default 1), `--shutdown-timeout SECS`, `--keep-alive SECS`,
 //! `--foreground` (stay attached; the default is to detach), `--logfile PATH`
-//! (default `hello_prefork.log` in the current directory). A bad flag or
+//! (default `hello_prefork.log` in the current directory), `--user NAME`
+//! (run the workers as that user; needs root). A bad flag or
 //! value prints an error and exits with status 2 before anything starts.
 //! Under systemd it takes its listener from socket activation
 //! (`LISTEN_FDS`) if there is one.
@@ -70,7 +71,7 @@ const NAME: &str = "hello_prefork";
 const USAGE: &str = "usage: hello_prefork [PORT] [--listen ADDR] [--start-children N] \
 [--min-spare N] [--max-spare N] [--max-children N] [--requests N] [--requests-jitter N] \
 [--threads N] [--shutdown-timeout SECS] [--keep-alive SECS] [--foreground] [--logfile PATH] \
-[--status-path PATH|off] [--status-allow ADDR[,ADDR...]] [--status-token TOKEN]";
+[--status-path PATH|off] [--status-allow ADDR[,ADDR...]] [--status-token TOKEN] [--user NAME]";
 
 #[derive(Debug)]
 struct Args {
@@ -90,6 +91,7 @@ struct Args {
     status_path: Option<String>,
     status_allow: Option<Vec<String>>,
     status_token: Option<String>,
+    user: Option<String>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -110,6 +112,7 @@ fn parse() -> Result<Args, String> {
         status_path: Some("/status".into()),
         status_allow: None,
         status_token: None,
+        user: None,
     };
     let mut it = std::env::args().skip(1).peekable();
     // A bare port first: 127.0.0.1:<port> (what the test harness passes).
@@ -147,6 +150,7 @@ fn parse() -> Result<Args, String> {
             "--shutdown-timeout" => args.shutdown_timeout = Some(number(&arg, text(&arg)?)?),
             "--keep-alive" => args.keep_alive = Some(number(&arg, text(&arg)?)?),
             "--foreground" => args.foreground = true,
+            "--user" => args.user = Some(text(&arg)?),
             "--logfile" => args.logfile = cwd.join(text(&arg)?),
             "--status-path" => args.status_path = Some(text(&arg)?).filter(|p| p != "off"),
             "--status-allow" => {
@@ -322,6 +326,9 @@ fn main() -> ExitCode {
     }
     if let Some(n) = args.requests {
         builder = builder.requests(n);
+    }
+    if let Some(user) = &args.user {
+        builder = builder.user(user);
     }
     if args.requests_jitter > 0 {
         builder = builder.requests_jitter(args.requests_jitter);

@@ -3,8 +3,10 @@
 //! chosen source addresses (all of 127.0.0.0/8 is local on Linux, so a
 //! client socket bound to 127.0.0.2 is a peer that is not 127.0.0.1).
 //!
-//! These tests need no privilege: the status endpoint's protection is about
-//! the network peer, not about the worker's user.
+//! The protection is about the network peer, not about the worker's user,
+//! so most tests need no privilege; one runs the workers as `nobody` under
+//! a root supervisor (the deployment of the issue), and skips when not
+//! root.
 
 #![cfg(feature = "web")]
 
@@ -142,6 +144,34 @@ fn the_default_allowlist_answers_loopback_and_refuses_another_peer() {
         get_from(&d, LOCAL, "/status", &[("X-Forwarded-For", "203.0.113.7")]),
         "127.0.0.1 forwarding",
     );
+    stop(d);
+}
+
+#[test]
+fn as_root_with_workers_as_nobody_the_allowlist_holds() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to run the workers as nobody");
+        return;
+    }
+    let Ok(Some(nobody)) = nix::unistd::User::from_name("nobody") else {
+        eprintln!("skipped: no user nobody");
+        return;
+    };
+    let d = Daemon::start_with(
+        "hello_prefork",
+        &["--start-children", "1", "--user", "nobody"],
+        |_, dir| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        },
+    );
+    let workers = d.wait_workers(1);
+    let uid = procfs::process::Process::new(workers[0])
+        .and_then(|p| p.uid())
+        .unwrap();
+    assert_eq!(uid, nobody.uid.as_raw(), "the worker is not nobody");
+    assert_status_page(&d, get_from(&d, LOCAL, "/status", &[]), "127.0.0.1");
+    assert_refused(&d, get_from(&d, OTHER, "/status", &[]), "127.0.0.2");
     stop(d);
 }
 
