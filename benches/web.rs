@@ -170,11 +170,12 @@ fn prefork_server() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let status = actix_daemon::web::StatusEndpoint::new("/status").expect("status path");
     let result = daemon.run(move |process| {
         if process.is_worker() {
             let _ = actix_daemon::web::Server::new(app)
                 .threads(1)
-                .status_path("/status")
+                .status(status.clone())
                 .run(process, listener);
         }
     });

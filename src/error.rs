@@ -63,6 +63,24 @@ pub enum Error {
         /// What it may be.
         range: &'static str,
     },
+    /// The path of a status endpoint (`web::StatusEndpoint`, the `web`
+    /// feature) is not an absolute path of visible ASCII characters.
+    #[error("status path {path:?}: {reason}")]
+    StatusPath {
+        /// The path, as given.
+        path: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// An entry of a status endpoint's peer allowlist is neither an IP
+    /// address nor a CIDR prefix (the `web` feature).
+    #[error("status allowlist entry {entry:?}: {reason}")]
+    StatusAllow {
+        /// The entry, as given.
+        entry: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// `detach` was asked for without a log file.
     #[error("detach needs a logfile: a detached daemon has no terminal to write to")]
     DetachWithoutLogfile,

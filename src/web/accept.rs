@@ -193,7 +193,7 @@ mod tests {
             factory,
             reporter: Reporter {
                 tracker,
-                status_path: None,
+                status: None,
             },
             http: Http {
                 keep_alive: None,

@@ -46,10 +46,15 @@
 //!   the daemon's `shutdown_timeout`), then exits. Other workers keep
 //!   accepting on the shared listener meanwhile, so neither a connection
 //!   nor a request in flight is lost.
-//! - **Status**: with [`status_path`](Server::status_path), any worker
-//!   answers for the whole pool (the scoreboard is shared memory): the
-//!   human-readable report, JSON (`?json`) or Prometheus text
-//!   (`?prometheus`). See [`StatusFormat`].
+//! - **Status**: any worker answers for the whole pool (the scoreboard is
+//!   shared memory): the human-readable report, JSON (`?json`) or
+//!   Prometheus text (`?prometheus`); see [`StatusFormat`]. Off by
+//!   default. Either the application mounts [`status_resource`] (or
+//!   [`status_handler`]) in its own routing, behind its own middleware
+//!   (its authentication applies), or [`Server::status`] turns on the
+//!   built-in [`StatusEndpoint`], answered before the application to the
+//!   peers on its allowlist only (by default loopback: `127.0.0.1` and
+//!   `::1`).
 //!
 //! # Example
 //!
@@ -66,6 +71,9 @@
 //!         .requests_jitter(1_000)
 //!         .logfile("hello.log")
 //!         .build()?;
+//!     // The built-in status page, for loopback peers only; a bad path or
+//!     // address is an error here, before anything forks.
+//!     let status = actix_daemon::web::StatusEndpoint::new("/status")?;
 //!     daemon.run(move |process| {
 //!         if process.is_worker() {
 //!             let app = || {
@@ -74,7 +82,7 @@
 //!             // On error the worker exits with status 1; the error is logged.
 //!             let _ = actix_daemon::web::Server::new(app)
 //!                 .threads(1)
-//!                 .status_path("/status")
+//!                 .status(status.clone())
 //!                 .run(process, listener);
 //!         }
 //!     })?;
@@ -86,6 +94,8 @@
 //! [`UpdateStatus::Wait`]: crate::UpdateStatus::Wait
 
 mod accept;
+mod allow;
+mod endpoint;
 mod reporter;
 mod status;
 #[cfg(test)]
@@ -119,6 +129,7 @@ use crate::scoreboard::Counter;
 use crate::{Process, Role};
 
 use accept::{Acceptor, ConnectionGuard, Local, Next, Running, Shared, transient};
+pub use endpoint::{StatusEndpoint, StatusEndpointBuilder, status_handler, status_resource};
 pub use reporter::{ReportedBody, Reporter, ReporterService, mark_long};
 pub use status::StatusFormat;
 use worker::WebWorker;
@@ -153,7 +164,7 @@ const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct Server<F> {
     factory: F,
     threads: usize,
-    status_path: Option<String>,
+    status: Option<StatusEndpoint>,
     http: Http,
     max_connections: usize,
 }
@@ -170,7 +181,7 @@ impl<F> fmt::Debug for Server<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Server")
             .field("threads", &self.threads)
-            .field("status_path", &self.status_path)
+            .field("status", &self.status)
             .field("http", &self.http)
             .field("max_connections", &self.max_connections)
             .finish_non_exhaustive()
@@ -195,7 +206,7 @@ where
         Server {
             factory,
             threads: 1,
-            status_path: None,
+            status: None,
             http: Http {
                 keep_alive: None,
                 client_request_timeout: CLIENT_REQUEST_TIMEOUT,
@@ -219,11 +230,16 @@ where
         self
     }
 
-    /// Serve the pool's status at `path` (`GET` or `HEAD`), before the
-    /// application's own routes: the text report, `?json` or `?prometheus`
-    /// (see [`StatusFormat`]). Default: no status endpoint.
-    pub fn status_path(mut self, path: impl Into<String>) -> Self {
-        self.status_path = Some(path.into());
+    /// Serve the pool's status at the endpoint's path (`GET` or `HEAD`),
+    /// before the application's own middleware and routes, to the peers on
+    /// the endpoint's allowlist only (loopback unless it says otherwise):
+    /// the text report, `?json` or `?prometheus` (see [`StatusFormat`]).
+    /// Other peers' requests go to the application. Default: no built-in
+    /// endpoint. To put the status page behind the application's own
+    /// middleware instead, route [`status_resource`] in the application
+    /// and do not call this.
+    pub fn status(mut self, endpoint: StatusEndpoint) -> Self {
+        self.status = Some(endpoint);
         self
     }
 
@@ -308,8 +324,8 @@ where
         // them set it non-blocking, as each accepts from its own runtime.
         listener.set_nonblocking(true)?;
         let mut reporter = Reporter::new(config);
-        if let Some(path) = &self.status_path {
-            reporter = reporter.status_path(path.clone());
+        if let Some(endpoint) = self.status {
+            reporter = reporter.status(endpoint);
         }
         let tracker = reporter.tracker.clone();
         let (stop, stopped) = watch::channel(false);

@@ -1,6 +1,6 @@
 //! The [`Reporter`] middleware: it reports every request in flight to the
 //! scoreboard (through the [`Tracker`]), lets a handler [`mark_long`] its
-//! request, and serves the status endpoint.
+//! request, and serves the built-in status endpoint to the peers it lists.
 
 use std::fmt;
 use std::future::Future;
@@ -13,16 +13,14 @@ use std::time::Instant;
 use actix::prelude::*;
 use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform};
-use actix_web::http::header::{self, HeaderValue};
-use actix_web::http::{ConnectionType, Method, StatusCode};
+use actix_web::http::{ConnectionType, Method};
 use actix_web::web::Bytes;
-use actix_web::{HttpMessage, HttpRequest, HttpResponse};
+use actix_web::{HttpMessage, HttpRequest};
 
-use super::status::StatusFormat;
+use super::endpoint::{Admission, StatusEndpoint};
 use super::tracker::{FLUSH_AFTER, Sink, Tracker};
 use crate::config::Config;
 use crate::daemon::DaemonActor;
-use crate::messages::Status;
 
 thread_local! {
     /// The tracker of the `Reporter` running on this thread, for `mark_long`.
@@ -109,7 +107,8 @@ impl Drop for RequestGuard {
 // The middleware.
 
 /// The middleware that reports every request to the scoreboard and serves
-/// the status endpoint; [`Server`] wraps it around the application.
+/// the built-in [`StatusEndpoint`] (to the peers it lists, before the
+/// application); [`Server`] wraps it around the application.
 ///
 /// A request is in flight from the moment it reaches the middleware until
 /// its response body is sent (or dropped, when the client goes away); the
@@ -134,13 +133,13 @@ impl Drop for RequestGuard {
 #[derive(Clone)]
 pub struct Reporter {
     pub(super) tracker: Arc<Tracker>,
-    pub(super) status_path: Option<String>,
+    pub(super) status: Option<Arc<StatusEndpoint>>,
 }
 
 impl fmt::Debug for Reporter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Reporter")
-            .field("status_path", &self.status_path)
+            .field("status", &self.status)
             .field("state", &*self.tracker.lock())
             .finish()
     }
@@ -162,13 +161,14 @@ impl Reporter {
                 Sink::Daemon(DaemonActor::from_registry()),
                 limit,
             )),
-            status_path: None,
+            status: None,
         }
     }
 
-    /// See [`Server::status_path`](super::Server::status_path).
-    pub fn status_path(mut self, path: impl Into<String>) -> Self {
-        self.status_path = Some(path.into());
+    /// Serve the built-in status endpoint; see
+    /// [`Server::status`](super::Server::status).
+    pub fn status(mut self, endpoint: StatusEndpoint) -> Self {
+        self.status = Some(Arc::new(endpoint));
         self
     }
 
@@ -202,7 +202,7 @@ where
         std::future::ready(Ok(ReporterService {
             service: Rc::new(service),
             tracker: self.tracker.clone(),
-            status_path: self.status_path.as_deref().map(Rc::from),
+            status: self.status.clone(),
         }))
     }
 }
@@ -211,13 +211,13 @@ where
 pub struct ReporterService<S> {
     service: Rc<S>,
     tracker: Arc<Tracker>,
-    status_path: Option<Rc<str>>,
+    status: Option<Arc<StatusEndpoint>>,
 }
 
 impl<S> fmt::Debug for ReporterService<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReporterService")
-            .field("status_path", &self.status_path)
+            .field("status", &self.status)
             .finish_non_exhaustive()
     }
 }
@@ -235,26 +235,13 @@ where
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let guard = RequestGuard::start(&self.tracker, &req);
-        let is_status = self.status_path.as_deref() == Some(req.path())
-            && matches!(*req.method(), Method::GET | Method::HEAD);
-        if is_status {
-            let format = StatusFormat::from_query(req.query_string());
+        if self.answers_status(&req) {
             let tracker = self.tracker.clone();
             return Box::pin(async move {
                 let response = match &tracker.sink {
-                    Sink::Daemon(addr) => match addr.send(Status).await {
-                        Ok(report) => HttpResponse::Ok()
-                            .insert_header((
-                                header::CONTENT_TYPE,
-                                HeaderValue::from_static(format.content_type()),
-                            ))
-                            .insert_header((header::CACHE_CONTROL, "no-store"))
-                            .body(format.render(&report)),
-                        Err(err) => HttpResponse::build(StatusCode::SERVICE_UNAVAILABLE)
-                            .body(format!("no status: {err}\n")),
-                    },
+                    Sink::Daemon(addr) => super::endpoint::respond(addr, req.query_string()).await,
                     #[cfg(test)]
-                    Sink::Record(_) => HttpResponse::Ok().finish(),
+                    Sink::Record(_) => actix_web::HttpResponse::Ok().body("status page"),
                 };
                 let (req, _) = req.into_parts();
                 Ok(finish(ServiceResponse::new(req, response), guard, &tracker))
@@ -266,6 +253,29 @@ where
             let res = fut.await?;
             Ok(finish(res.map_into_boxed_body(), guard, &tracker))
         })
+    }
+}
+
+impl<S> ReporterService<S> {
+    /// Whether the built-in endpoint answers `req`: its path, `GET` or
+    /// `HEAD`, and a peer it admits. A refused request goes on to the
+    /// application, as if there were no endpoint.
+    fn answers_status(&self, req: &ServiceRequest) -> bool {
+        let Some(endpoint) = self.status.as_deref() else {
+            return false;
+        };
+        if endpoint.path() != req.path() || !matches!(*req.method(), Method::GET | Method::HEAD) {
+            return false;
+        }
+        // The TCP peer of the connection, as actix-http recorded it; not
+        // `connection_info()`, which believes `Forwarded` headers.
+        match endpoint.admits(req.peer_addr(), req.headers()) {
+            Admission::Admitted => true,
+            refused => {
+                slog::debug!(crate::logger(), "status endpoint refused"; "why" => ?refused);
+                false
+            }
+        }
     }
 }
 
