@@ -352,7 +352,8 @@ mod tests {
     fn declared_descriptors_are_checked() {
         let open = std::fs::File::open("/dev/null").unwrap();
         let fd = std::os::fd::AsRawFd::as_raw_fd(&open);
-        let table: &[(&[RawFd], Option<(RawFd, &str)>)] = &[
+        type Row = (&'static [RawFd], Option<(RawFd, &'static str)>);
+        let table: &[Row] = &[
             (&[], None),
             (&[0, 1, 2], None),
             (&[-1], Some((-1, "is negative"))),
