@@ -53,7 +53,11 @@
 //! worker panics) and `LOG <N>` (log N numbered lines at 1,000 a second);
 //! without it they answer `???`. `--fault-panic-at-start N` makes the first N
 //! workers panic as they start; `--foreign-child CMD` starts `sh -c CMD` in
-//! the supervisor and reports it with `ForeignChild`.
+//! the supervisor, and `--worker-foreign-child CMD` in every worker, with
+//! `actix_daemon::spawn_foreign_child` (registered with the daemon, and
+//! killed by the kernel if the process that started it dies). `--keep-fd N`
+//! (repeatable) keeps descriptor N open through `run`'s close of inherited
+//! descriptors.
 //!
 //! ```text
 //! cargo run --example preforking -- 0 --babysit 1 --request-timeout 2 --fault-commands

@@ -48,3 +48,7 @@ pub struct Performance;
 /// The book's "Coming from POE::Component::Daemon" chapter.
 #[doc = include_str!("../book/src/coming-from-poe.md")]
 pub struct ComingFromPoe;
+
+/// The book's "Security" chapter.
+#[doc = include_str!("../book/src/security.md")]
+pub struct Security;

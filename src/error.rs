@@ -8,7 +8,8 @@ use std::path::PathBuf;
 /// Configuration errors ([`SpareRange`](Error::SpareRange),
 /// [`AboveMaxChildren`](Error::AboveMaxChildren), [`Zero`](Error::Zero),
 /// [`WrongMode`](Error::WrongMode), [`OutOfRange`](Error::OutOfRange),
-/// [`DetachWithoutLogfile`](Error::DetachWithoutLogfile)) are returned by
+/// [`DetachWithoutLogfile`](Error::DetachWithoutLogfile),
+/// [`KeepFd`](Error::KeepFd)) are returned by
 /// [`DaemonBuilder::build`](crate::DaemonBuilder::build) before any process
 /// is forked. Start-up errors are returned by [`Daemon::run`](crate::Daemon::run)
 /// before the daemon is ready; when the daemon detaches, the launching
@@ -81,6 +82,24 @@ pub enum Error {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A descriptor named with
+    /// [`DaemonBuilder::keep_fd`](crate::DaemonBuilder::keep_fd) is negative
+    /// or not open (checked by `build`, and again by `run` before anything
+    /// forks).
+    #[error("keep_fd: descriptor {fd} {problem}")]
+    KeepFd {
+        /// The descriptor as given.
+        fd: i32,
+        /// `is negative` or `is not open`.
+        problem: &'static str,
+    },
+    /// [`spawn_foreign_child`](crate::spawn_foreign_child) was called on a
+    /// thread that does not belong to the daemon's actix `System` (so there
+    /// is no `DaemonActor` to register the child with); nothing was started.
+    #[error(
+        "spawn_foreign_child was called outside the daemon's actix System: call it from init, an actor or a handler"
+    )]
+    OutsideSystem,
     /// `detach` was asked for without a log file.
     #[error("detach needs a logfile: a detached daemon has no terminal to write to")]
     DetachWithoutLogfile,

@@ -142,7 +142,7 @@ pub use crate::messages::{
 };
 pub use crate::ops::PrivilegeScope;
 pub use crate::payload::{MAX_PAYLOAD_DATA, MAX_PAYLOAD_FDS, Payload};
-pub use crate::process::{EXIT_ORPHAN, EXIT_PANIC, EXIT_RUNTIME};
+pub use crate::process::{EXIT_ORPHAN, EXIT_PANIC, EXIT_RUNTIME, spawn_foreign_child};
 pub use crate::scoreboard::{Counters, SlotId, SlotSnapshot};
 pub use crate::state::{ParseSlotStateError, SlotState};
 pub use crate::status::{PeekReport, PoolLimits, Role, StatusReport, SubscriberInfo};
@@ -238,10 +238,24 @@ impl Daemon {
     ///
     /// This function forks; see the crate's "Fork safety" section.
     ///
+    /// # Inherited descriptors
+    ///
+    /// Before anything forks, `run` closes every descriptor above stderr
+    /// that is not close-on-exec, that is, that this program inherited from
+    /// whoever launched it (a shell's `7<file`, a leaked pipe), unless it is
+    /// named with [`DaemonBuilder::keep_fd`] or
+    /// [`DaemonBuilder::upgrade_with`], or is a systemd socket-activation
+    /// descriptor or a binary upgrade's hand-over. The supervisor logs each
+    /// one it closed. Descriptors the program opened through Rust's
+    /// standard library (listeners bound before `run`, files) are
+    /// close-on-exec and are not touched; one the program made inheritable
+    /// (`dup2`, a C library) must be declared with `keep_fd`, or it is
+    /// closed under the value that holds it.
+    ///
     /// # Errors
     ///
     /// Before anything forks: [`Error::InsideRuntime`], [`Error::Threaded`],
-    /// [`Error::Workdir`], [`Error::OpenLogfile`]. Later: [`Error::Sys`] for a failed system call
+    /// [`Error::Workdir`], [`Error::KeepFd`], [`Error::OpenLogfile`]. Later: [`Error::Sys`] for a failed system call
     /// while setting up, [`Error::SpawnerDied`] if the spawner died (after a
     /// clean shutdown of everything else). A detached daemon's launching
     /// process never returns: it exits 0 once the daemon is ready (the
@@ -254,6 +268,9 @@ impl Daemon {
         process::check_preconditions()?;
         process::pidfd::check_support()?;
         process::check_workdir(&self.config)?;
+        // Before the crate opens anything of its own: what is closed here
+        // can only be what the launching process passed.
+        process::close_inherited_fds(&self.config)?;
         if let Ok(dir) = std::env::current_dir() {
             let _ = process::LAUNCH_DIR.set(dir);
         }
@@ -378,6 +395,7 @@ where
         logging::Drained::Async,
         o!("pid" => supervisor.as_raw(), "role" => "supervisor"),
     );
+    log_closed_fds(&log);
     // A panic in the supervisor ends every child and reaches the launcher
     // (see `supervisor::panic`), instead of leaving a deaf supervisor.
     supervisor::panic::install(
@@ -417,6 +435,20 @@ where
         Ok(_) => Ok(()),
         Err(err) => Err(Error::sys("supervisor runtime", err)),
     }
+}
+
+/// Says which inherited descriptors `run` closed, so that an operator can
+/// see what was dropped (and declare it with `keep_fd` if it was needed).
+fn log_closed_fds(log: &Logger) {
+    let Some(closed) = process::CLOSED_FDS.get().filter(|c| !c.is_empty()) else {
+        return;
+    };
+    let list: Vec<String> = closed
+        .iter()
+        .map(|c| format!("{} ({})", c.fd, c.target))
+        .collect();
+    slog::info!(log, "closed descriptors inherited from the launching process (declare one with keep_fd to keep it)";
+        "count" => closed.len(), "fds" => list.join(", "));
 }
 
 /// A worker's life after its process is set up (see `process::worker_process`).

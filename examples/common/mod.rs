@@ -60,6 +60,10 @@ pub struct Args {
     pub fault_commands: bool,
     pub panic_at_start: Option<u64>,
     pub foreign_child: Option<String>,
+    /// `--worker-foreign-child CMD`: each worker starts `sh -c CMD`.
+    pub worker_foreign_child: Option<String>,
+    /// `--keep-fd N` (repeatable): descriptors the daemon must keep open.
+    pub keep_fds: Vec<i32>,
     pub pidfile: Option<PathBuf>,
     pub user: Option<String>,
     pub group: Option<String>,
@@ -82,7 +86,7 @@ const FLAGS: &str = "[PORT] [--foreground] [--logfile PATH] [--start-children N]
 [--max-spare N] [--max-children N] [--requests N (0: unlimited)] [--requests-jitter N] [--warm-workers N] [--babysit SECS] [--shutdown-timeout SECS] \
 [--workdir DIR] [--ignore-pause] [--request-timeout SECS] [--long-request-timeout SECS] [--max-rss MIB] \
 [--cpu-limit SECS] [--cpu-share PERCENT] [--max-restarts N] [--restart-window SECS] [--fault-commands] \
-[--fault-panic-at-start N] [--foreign-child SHELL-COMMAND] [--pidfile PATH] [--user NAME] [--group NAME] \
+[--fault-panic-at-start N] [--foreign-child SHELL-COMMAND] [--worker-foreign-child SHELL-COMMAND] [--keep-fd N] [--pidfile PATH] [--user NAME] [--group NAME] \
 [--privileges workers|all] [--binary-upgrade] [--fault-fail-upgrade] [--fault-slow-upgrade MS] \
 [--fault-supervisor-panic start|hup] [--spawn-timeout SECS]";
 
@@ -113,6 +117,8 @@ fn parse(defaults: &Defaults) -> Result<Args, String> {
         fault_commands: false,
         panic_at_start: None,
         foreign_child: None,
+        worker_foreign_child: None,
+        keep_fds: Vec::new(),
         pidfile: None,
         user: None,
         group: None,
@@ -205,6 +211,18 @@ fn parse(defaults: &Defaults) -> Result<Args, String> {
             "--spawn-timeout" => args.spawn_timeout = Some(value(&arg)?),
             "--foreign-child" => {
                 args.foreign_child = Some(it.next().ok_or("--foreign-child needs a value")?);
+            }
+            "--worker-foreign-child" => {
+                args.worker_foreign_child =
+                    Some(it.next().ok_or("--worker-foreign-child needs a value")?);
+            }
+            "--keep-fd" => {
+                let v = it.next().ok_or("--keep-fd needs a value")?;
+                // Negative numbers pass: the builder refuses them.
+                let fd = v
+                    .parse::<i32>()
+                    .map_err(|_| format!("--keep-fd: {v:?} is not a descriptor number"))?;
+                args.keep_fds.push(fd);
             }
             "-h" | "--help" => return Err(String::new()),
             other if !other.starts_with('-') && !port_seen => {
@@ -327,6 +345,7 @@ pub fn main(defaults: Defaults) -> ExitCode {
     if let Some(secs) = args.shutdown_timeout {
         builder = builder.shutdown_timeout(Duration::from_secs(secs));
     }
+    builder = builder.keep_fds(args.keep_fds.iter().copied());
     // Validate before binding or forking anything.
     if let Err(err) = builder.clone().build() {
         return config_error(defaults.name, &err, &args.given);
@@ -379,6 +398,7 @@ pub fn main(defaults: Defaults) -> ExitCode {
     let fault_commands = args.fault_commands;
     let panic_at_start = args.panic_at_start;
     let foreign_child = args.foreign_child.clone();
+    let worker_foreign_child = args.worker_foreign_child.clone();
     let supervisor_panic = args.supervisor_panic.clone();
     // Fault injection across processes: each worker appends a byte to this
     // file as it starts, and the first N panic.
@@ -399,16 +419,19 @@ pub fn main(defaults: Defaults) -> ExitCode {
                 panic!("fault injection: worker start {count} of {n} panics");
             }
         }
-        if let (true, Some(command)) = (process.is_supervisor(), &foreign_child) {
-            match std::process::Command::new("sh")
-                .arg("-c")
-                .arg(command)
-                .spawn()
-            {
+        // Foreign children through the crate's helper: each dies with the
+        // process that started it, even one SIGKILLed, and is reaped and
+        // TERMed at shutdown by the daemon.
+        let command = match process.is_supervisor() {
+            true => &foreign_child,
+            false => &worker_foreign_child,
+        };
+        if let Some(command) = command {
+            let mut sh = std::process::Command::new("sh");
+            sh.arg("-c").arg(command);
+            match actix_daemon::spawn_foreign_child(sh) {
                 Ok(child) => {
                     slog::info!(process.logger(), "foreign child started"; "child" => child.id());
-                    DaemonActor::from_registry()
-                        .do_send(actix_daemon::ForeignChild(child.id() as i32));
                 }
                 Err(err) => slog::error!(process.logger(), "foreign child"; "error" => %err),
             }

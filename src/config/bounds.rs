@@ -71,8 +71,10 @@ impl DaemonBuilder {
     /// derived ([`Error::OutOfRange`]), `max_spare` below `min_spare`
     /// ([`Error::SpareRange`]), `start_children` or `min_spare` above
     /// `max_children` ([`Error::AboveMaxChildren`]), a pool parameter outside
-    /// pre-fork ([`Error::WrongMode`]), or `detach` without a log file
-    /// ([`Error::DetachWithoutLogfile`]). Nothing is forked or opened.
+    /// pre-fork ([`Error::WrongMode`]), `detach` without a log file
+    /// ([`Error::DetachWithoutLogfile`]), or a [`keep_fd`](Self::keep_fd)
+    /// descriptor that is negative or not open ([`Error::KeepFd`]). Nothing
+    /// is forked or opened.
     pub fn build(self) -> Result<crate::Daemon> {
         let mode = self.resolve_mode()?;
         if self.detach && self.logfile.is_none() {
@@ -111,6 +113,7 @@ impl DaemonBuilder {
                 range: "0 to 0o777",
             });
         }
+        crate::process::check_declared_fds(&self.keep_fds)?;
         Ok(crate::Daemon::new(Config {
             alias: self.alias,
             detach: self.detach,
@@ -129,6 +132,7 @@ impl DaemonBuilder {
             group: self.group,
             privileges: self.privileges,
             upgrade_fds: self.upgrade_fds,
+            keep_fds: self.keep_fds,
         }))
     }
 

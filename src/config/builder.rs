@@ -62,6 +62,7 @@ pub struct DaemonBuilder {
     pub(super) group: Option<String>,
     pub(super) privileges: PrivilegeScope,
     pub(super) upgrade_fds: Vec<std::os::fd::RawFd>,
+    pub(super) keep_fds: Vec<std::os::fd::RawFd>,
 }
 
 impl Default for DaemonBuilder {
@@ -99,6 +100,7 @@ impl Default for DaemonBuilder {
             group: None,
             privileges: PrivilegeScope::Workers,
             upgrade_fds: Vec::new(),
+            keep_fds: Vec::new(),
         }
     }
 }
@@ -461,5 +463,62 @@ impl DaemonBuilder {
     pub fn upgrade_with(mut self, listener: &impl std::os::fd::AsRawFd) -> Self {
         self.upgrade_fds.push(listener.as_raw_fd());
         self
+    }
+
+    /// Keeps open a descriptor that is not close-on-exec, in every process
+    /// of the daemon (the supervisor, the spawner, every worker).
+    ///
+    /// `run` closes, before anything forks, every descriptor the process
+    /// inherited from whoever launched it: every descriptor above stderr
+    /// whose close-on-exec flag is clear, except systemd's socket-activation
+    /// descriptors and a binary upgrade's hand-over (see the book's
+    /// "Security" chapter, "Inherited descriptors"). Descriptors the
+    /// program opened itself through Rust's standard library, tokio,
+    /// socket2 or nix are close-on-exec and stay open without this: a
+    /// listener bound before `run` needs nothing.
+    ///
+    /// Name here each descriptor the application means to keep that is not
+    /// close-on-exec: one passed by a wrapper or a service manager under
+    /// another convention (`--fd 5`, s6's notification descriptor), one made
+    /// with `dup2` (which clears the flag), one opened by a C library
+    /// without `O_CLOEXEC`. An undeclared one is closed even if a Rust value
+    /// still holds its number: that value then fails with `EBADF`, or,
+    /// worse, reaches whatever the number is reused for next. So declare
+    /// it, or mark it close-on-exec yourself, before `run`.
+    ///
+    /// Every process of the daemon keeps it, workers included, as they keep
+    /// a listener: a descriptor only the supervisor should hold must be
+    /// closed by the application in its workers (in `init`, when
+    /// [`Process::is_worker`](crate::Process::is_worker)). Call once per
+    /// descriptor; 0, 1 and 2 are always kept. Default: none.
+    ///
+    /// # Errors
+    ///
+    /// [`build`](Self::build) (and `run`, before anything forks) return
+    /// [`Error::KeepFd`] for a negative descriptor or one that is not open.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::os::fd::AsRawFd;
+    ///
+    /// let file = std::fs::File::open("/dev/null")?;
+    /// let daemon = actix_daemon::Daemon::builder().keep_fd(file.as_raw_fd()).build()?;
+    /// assert_eq!(daemon.config().kept_fds(), [file.as_raw_fd()]);
+    ///
+    /// let err = actix_daemon::Daemon::builder().keep_fd(-1).build().unwrap_err();
+    /// assert_eq!(err.to_string(), "keep_fd: descriptor -1 is negative");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn keep_fd(mut self, fd: std::os::fd::RawFd) -> Self {
+        if !self.keep_fds.contains(&fd) {
+            self.keep_fds.push(fd);
+        }
+        self
+    }
+
+    /// [`keep_fd`](Self::keep_fd) for each descriptor.
+    pub fn keep_fds(self, fds: impl IntoIterator<Item = std::os::fd::RawFd>) -> Self {
+        fds.into_iter().fold(self, Self::keep_fd)
     }
 }

@@ -109,6 +109,7 @@ pub struct Config {
     pub(crate) group: Option<String>,
     pub(crate) privileges: PrivilegeScope,
     pub(crate) upgrade_fds: Vec<std::os::fd::RawFd>,
+    pub(crate) keep_fds: Vec<std::os::fd::RawFd>,
 }
 
 /// How the supervisor reacts to workers that die young, and how fast it forks.
@@ -186,6 +187,12 @@ impl Config {
     /// Whether SIGUSR2 upgrades the binary (else it logs the peek report).
     pub fn binary_upgrade(&self) -> bool {
         !self.upgrade_fds.is_empty()
+    }
+    /// The descriptors named with
+    /// [`keep_fd`](DaemonBuilder::keep_fd), kept open through `run`'s close
+    /// of inherited descriptors.
+    pub fn kept_fds(&self) -> &[std::os::fd::RawFd] {
+        &self.keep_fds
     }
     /// How long shutdown waits after TERM before it KILLs.
     pub fn shutdown_timeout(&self) -> Duration {

@@ -41,7 +41,10 @@ pub(crate) use internal::{
 /// In the supervisor it reaps **every** child process (it is a child
 /// subreaper and calls `waitpid(-1)`): a process the application starts
 /// there (with `std::process::Command`, say) must be reported with
-/// [`ForeignChild`]; its exit is then logged, and it gets TERM at shutdown.
+/// [`ForeignChild`], or started with
+/// [`spawn_foreign_child`](crate::spawn_foreign_child), which also makes it
+/// die with this process; its exit is then logged, and it gets TERM at
+/// shutdown.
 /// Do not wait on it yourself: the daemon may have reaped it first (ECHILD).
 /// In a worker only registered foreign children are reaped.
 ///

@@ -12,10 +12,13 @@
 //! | [`detach`] (twice) | the launching process, inside `run`, before any runtime | one (`run` checks `/proc/self/task`) | run anything: it is a plain single-threaded process |
 //! | [`start_spawner`] | the supervisor, before it builds its runtime | one | run the spawner loop: no runtime, no thread, a synchronous logger |
 //! | the spawner loop (twice: intermediate, then worker) | the spawner | one, never a runtime | build a fresh actix `System`: no process in its ancestry since the last exec ran tokio |
+//! | [`spawn_upgrade`] (std's `Command`) | the supervisor, running | many | only `fcntl` and `dup2` in `pre_exec`, then exec |
+//! | [`spawn_foreign_child`] (std's `Command`, `foreign.rs`) | the supervisor or a worker, running, on its `foreign-forker` thread | many | only `prctl` and `getppid` in `pre_exec`, then exec |
 //!
 //! The supervisor registers a `pthread_atfork` hook once its runtime runs, that
 //! counts forks made by it afterwards; `Peek` reports the count, which must stay
-//! 0 (the tests check it).
+//! 0 (the tests check it). Forks of the `foreign-forker` thread are left out:
+//! each execs at once (see [`exec_forks_only`]).
 //!
 //! # Zombie policy
 //!
@@ -45,6 +48,8 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 
 mod channel;
+mod fds;
+mod foreign;
 pub(crate) mod pidfd;
 mod spawner;
 pub(crate) mod wire;
@@ -56,6 +61,8 @@ pub(crate) use channel::{Heard, Told, Wake, give, hear, read_to_end, take, tell,
 pub(crate) fn channel_pair_for_tests() -> (OwnedFd, OwnedFd) {
     channel::link_pair().expect("socketpair")
 }
+pub(crate) use fds::{CLOSED as CLOSED_FDS, KeepSet, check_declared as check_declared_fds};
+pub use foreign::spawn_foreign_child;
 pub(crate) use pidfd::Pidfd;
 #[cfg(test)]
 pub(crate) use spawner::test_fork;
@@ -456,6 +463,25 @@ pub(crate) fn check_workdir(config: &Config) -> Result<()> {
     }
 }
 
+/// Closes the descriptors this process inherited from its launcher that
+/// nothing declared (see `fds.rs`): after the preconditions, before the
+/// crate opens anything of its own and before anything forks.
+pub(crate) fn close_inherited_fds(config: &Config) -> Result<()> {
+    let declared: Vec<RawFd> = config
+        .keep_fds
+        .iter()
+        .chain(&config.upgrade_fds)
+        .copied()
+        .collect();
+    check_declared_fds(&config.keep_fds)?;
+    let keep = KeepSet::new(
+        &declared,
+        |name| std::env::var(name).ok(),
+        std::process::id(),
+    );
+    fds::close_inherited(&keep).map(drop)
+}
+
 /// Takes the sockets of systemd socket activation (see
 /// [`crate::listen_fds`]).
 pub(crate) fn take_listen_fds() -> Vec<OwnedFd> {
@@ -565,16 +591,34 @@ pub(crate) fn become_subreaper() -> Result<()> {
 
 static FORKS_AFTER_RUNTIME: AtomicU64 = AtomicU64::new(0);
 
+thread_local! {
+    /// Set on a thread whose every fork is std's `Command`, which execs at
+    /// once: the `foreign-forker` thread.
+    static EXEC_FORKS_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the calling thread as one that forks only to exec at once (a
+/// clean start, DESIGN.md invariant 1): [`forks_after_runtime`] leaves its
+/// forks out.
+pub(crate) fn exec_forks_only() {
+    EXEC_FORKS_ONLY.with(|flag| flag.set(true));
+}
+
 extern "C" fn count_fork() {
-    FORKS_AFTER_RUNTIME.fetch_add(1, Ordering::Relaxed);
+    // A const-initialised thread-local without a destructor: reading it
+    // takes no lock and allocates nothing.
+    if !EXEC_FORKS_ONLY.with(std::cell::Cell::get) {
+        FORKS_AFTER_RUNTIME.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Counts, from now on, every `fork()` this process makes (a supervisor
 /// check: it must stay 0). Called once, in the supervisor, before its runtime.
 pub(crate) fn watch_forks() {
-    // SAFETY: `count_fork` is an `extern "C"` function that only performs an
-    // atomic add, which is async-signal-safe and so valid in a prepare
-    // handler; registering a handler has no other precondition.
+    // SAFETY: `count_fork` is an `extern "C"` function that only reads a
+    // const-initialised thread-local `Cell<bool>` and performs an atomic
+    // add, which take no lock and allocate nothing, and so are valid in a
+    // prepare handler; registering a handler has no other precondition.
     unsafe {
         libc::pthread_atfork(Some(count_fork), None, None);
     }
