@@ -121,6 +121,7 @@ mod state;
 mod status;
 mod supervisor;
 mod systemd;
+mod trust;
 #[cfg(feature = "web")]
 pub mod web;
 mod worker;
@@ -279,19 +280,20 @@ impl Daemon {
         }
         let privileges =
             ops::Privileges::resolve(config.user(), config.group(), config.privilege_scope())?;
-        let mut pidfile = config.pidfile().map(ops::Pidfile::lock).transpose()?;
-        let log_file = config.logfile().map(process::open_logfile).transpose()?;
         if let Some(p) = &privileges {
             let (uid, gid) = p.owner();
             let _ = process::LOG_OWNER.set((uid.map(|u| u.as_raw()), gid.as_raw()));
-            if let Some(file) = &log_file {
-                nix::unistd::fchown(file, uid, Some(gid))
-                    .map_err(|err| Error::sys("chown log file", err))?;
-            }
-            if let (Some(pidfile), Some(uid)) = (&pidfile, uid) {
-                pidfile.chown(uid, gid)?;
-            }
         }
+        // Opened without following symlinks and checked through the
+        // descriptor; chowned (by descriptor) only when created here.
+        let mut pidfile = config
+            .pidfile()
+            .map(|p| ops::Pidfile::lock(p, privileges.as_ref()))
+            .transpose()?;
+        let log_file = config
+            .logfile()
+            .map(|p| process::open_logfile(p, true))
+            .transpose()?;
         let config = Arc::new(config);
         // An old supervisor that started this one (binary upgrade) waits
         // for the same verdict as a launching process.
@@ -440,7 +442,7 @@ where
     // The log file may have been renamed and reopened (HUP) since the
     // spawner last reopened it: start on the current one.
     if let Some(path) = boot.config.logfile() {
-        let _ = process::reopen_logfile(path);
+        let _ = process::reopen_logfile(path, false);
     }
     boot.board.count(Counter::Spawned);
     boot.board.set_state(slot, SlotState::Starting);

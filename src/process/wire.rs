@@ -5,7 +5,7 @@
 //! | direction | message | bytes | descriptors |
 //! |---|---|---|---|
 //! | supervisor to spawner | [`SpawnRequest::Spawn`] | `S`, slot (u64 LE) | none |
-//! | supervisor to spawner | [`SpawnRequest::Reopen`] | `H` | none |
+//! | supervisor to spawner | [`SpawnRequest::Reopen`] | `H` | the new log file |
 //! | spawner to supervisor | [`SpawnReply::Spawned`] | `P`, slot, pid (i32 LE) | the worker's pidfd |
 //! | spawner to supervisor | [`SpawnReply::Failed`] | `E`, slot, errno (i32 LE) | none |
 //!
@@ -126,16 +126,39 @@ pub(crate) fn send_request(sock: RawFd, request: SpawnRequest) -> nix::Result<()
     .map(drop)
 }
 
-/// Spawner: waits for the next request. `Ok(None)` at end of file (the
-/// supervisor is gone); `Ok(Some(Err(len)))` for a message of `len` bytes
-/// that is not a request.
-pub(crate) fn recv_request(sock: RawFd) -> nix::Result<Option<Result<SpawnRequest, usize>>> {
+/// Supervisor: sends `Reopen` with the log file's new descriptor, opened
+/// and checked by the supervisor (`process::open_log_checked`).
+pub(crate) fn send_reopen(sock: RawFd, log: BorrowedFd<'_>) -> nix::Result<()> {
+    let fds = [log.as_raw_fd()];
+    sendmsg::<()>(
+        sock,
+        &[IoSlice::new(&SpawnRequest::Reopen.encode())],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        None,
+    )
+    .map(drop)
+}
+
+/// Spawner: waits for the next request, with the descriptor it brought
+/// (`Reopen` carries exactly one, `Spawn` none). `Ok(None)` at end of file
+/// (the supervisor is gone); `Ok(Some(Err(len)))` for a message of `len`
+/// bytes that is not a request, or has the wrong descriptors.
+#[allow(clippy::type_complexity)]
+pub(crate) fn recv_request(
+    sock: RawFd,
+) -> nix::Result<Option<Result<(SpawnRequest, Option<OwnedFd>), usize>>> {
     let mut buf = [0u8; 64];
-    let len = nix::sys::socket::recv(sock, &mut buf, MsgFlags::empty())?;
-    if len == 0 {
+    let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+    let (len, mut fds) = super::channel::recv_blocking_with_rights(sock, &mut buf, &mut cmsg)?;
+    if len == 0 && fds.is_empty() {
         return Ok(None);
     }
-    Ok(Some(SpawnRequest::decode(&buf[..len]).ok_or(len)))
+    Ok(Some(match (SpawnRequest::decode(&buf[..len]), fds.len()) {
+        (Some(r @ SpawnRequest::Spawn { .. }), 0) => Ok((r, None)),
+        (Some(SpawnRequest::Reopen), 1) => Ok((SpawnRequest::Reopen, fds.pop())),
+        _ => Err(len),
+    }))
 }
 
 /// Spawner side: sends a reply, with the worker's pidfd for `Spawned`.
