@@ -256,6 +256,14 @@ impl Daemon {
         process::check_preconditions()?;
         process::pidfd::check_support()?;
         process::check_workdir(&self.config)?;
+        // A binary upgrade execs `/proc/self/fd/N` (the checked file), which
+        // names the process `N`: take the binary's own name back.
+        if let Some(name) = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        {
+            process::set_process_name(&name, "");
+        }
         if let Ok(dir) = std::env::current_dir() {
             let _ = process::LAUNCH_DIR.set(dir);
         }

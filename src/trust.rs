@@ -245,8 +245,14 @@ fn open_in(
     Err(Refusal::Io("the file kept vanishing while opened".into()))
 }
 
+/// Clears `O_NONBLOCK` only (`O_APPEND` must stay: every process of the
+/// daemon appends to one log file).
 fn clear_nonblock(fd: OwnedFd) -> File {
-    let _ = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(OFlag::empty()));
+    use nix::fcntl::{FcntlArg, fcntl};
+    if let Ok(flags) = fcntl(&fd, FcntlArg::F_GETFL) {
+        let flags = OFlag::from_bits_truncate(flags) - OFlag::O_NONBLOCK;
+        let _ = fcntl(&fd, FcntlArg::F_SETFL(flags));
+    }
     File::from(fd)
 }
 
