@@ -93,7 +93,7 @@ impl fmt::Display for Refusal {
             Refusal::Links(n) => write!(f, "it has {n} hard links, expected 1"),
             Refusal::Owner(uid) => write!(
                 f,
-                "it is owned by uid {uid}, neither the supervisor's user nor the service user"
+                "it is owned by uid {uid}, not by a user allowed to own it"
             ),
             Refusal::GroupWritable => write!(f, "it is writable by its group"),
             Refusal::WorldWritable => write!(f, "it is writable by others"),
