@@ -243,7 +243,8 @@ impl Daemon {
     /// # Errors
     ///
     /// Before anything forks: [`Error::InsideRuntime`], [`Error::Threaded`],
-    /// [`Error::Workdir`], [`Error::OpenLogfile`]. Later: [`Error::Sys`] for a failed system call
+    /// [`Error::Workdir`], [`Error::OpenLogfile`], [`Error::UnsafePath`] (a log file or
+    /// pidfile another user could control), [`Error::PidfileLocked`]. Later: [`Error::Sys`] for a failed system call
     /// while setting up, [`Error::SpawnerDied`] if the spawner died (after a
     /// clean shutdown of everything else). A detached daemon's launching
     /// process never returns: it exits 0 once the daemon is ready (the
