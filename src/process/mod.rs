@@ -80,10 +80,17 @@ pub(crate) fn check_preconditions() -> Result<()> {
 
 /// Opens the log file as [`open_log_checked`] does, as an [`Error`].
 pub(crate) fn open_logfile(path: &Path, create: bool) -> Result<File> {
-    open_log_checked(path, create).map_err(|why| Error::UnsafePath {
-        what: "log file",
-        path: path.to_owned(),
-        reason: why.to_string(),
+    open_log_checked(path, create).map_err(|why| match why {
+        // A failed open is not a refusal.
+        crate::trust::Refusal::Io(text) => Error::OpenLogfile {
+            path: path.to_owned(),
+            source: io::Error::other(text),
+        },
+        why => Error::UnsafePath {
+            what: "log file",
+            path: path.to_owned(),
+            reason: why.to_string(),
+        },
     })
 }
 
