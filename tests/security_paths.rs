@@ -180,6 +180,8 @@ fn root_with_user_nobody_starts_rotates_on_hup_and_upgrades() {
         std::fs::metadata(&d.log).unwrap().uid(),
         nobody.uid.as_raw()
     );
+    // Found before the rename: the harness knows processes by their log.
+    let spawner = d.spawner().expect("spawner");
     let old = d.dir.path().join("old.log");
     std::fs::rename(&d.log, &old).unwrap();
     d.signal(Signal::SIGHUP);
@@ -189,7 +191,6 @@ fn root_with_user_nobody_starts_rotates_on_hup_and_upgrades() {
         nobody.uid.as_raw()
     );
     // The spawner switched to the new file through the descriptor it was sent.
-    let spawner = d.spawner().expect("spawner");
     assert!(wait_until(DEADLINE, || std::fs::read_link(format!(
         "/proc/{spawner}/fd/2"
     ))
