@@ -135,10 +135,7 @@ pub(crate) fn open_log_checked(path: &Path, create: bool) -> Result<File, crate:
 
 /// Points stdout and stderr at `log`.
 pub(crate) fn redirect_output(log: &File) -> io::Result<()> {
-    let _ = io::stdout().flush();
-    dup2_stdout(log.as_fd())?;
-    dup2_stderr(log.as_fd())?;
-    Ok(())
+    apply_log_fd(log)
 }
 
 /// Points stdout and stderr at a log descriptor received from the

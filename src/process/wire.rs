@@ -239,6 +239,33 @@ mod tests {
     }
 
     #[test]
+    fn reopen_carries_exactly_one_descriptor() {
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+        use std::os::fd::AsFd;
+        let (a, b) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        let log = std::fs::File::open("/dev/null").unwrap();
+        send_reopen(a.as_raw_fd(), log.as_fd()).unwrap();
+        match recv_request(b.as_raw_fd()).unwrap() {
+            Some(Ok((SpawnRequest::Reopen, Some(_fd)))) => {}
+            other => panic!("{other:?}"),
+        }
+        // A Reopen without its descriptor is not a request.
+        send_request(a.as_raw_fd(), SpawnRequest::Reopen).unwrap();
+        assert!(matches!(recv_request(b.as_raw_fd()).unwrap(), Some(Err(1))));
+        let spawn = SpawnRequest::Spawn { slot: SlotId(2) };
+        send_request(a.as_raw_fd(), spawn).unwrap();
+        assert!(matches!(recv_request(b.as_raw_fd()).unwrap(), Some(Ok((r, None))) if r == spawn));
+        drop(a);
+        assert!(recv_request(b.as_raw_fd()).unwrap().is_none());
+    }
+
+    #[test]
     fn a_spawned_reply_carries_a_pidfd_and_nonsense_is_malformed() {
         use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
         let (a, b) = socketpair(
