@@ -510,4 +510,45 @@ mod tests {
         }
         assert_eq!(open_exec_checked(&p).unwrap_err(), Refusal::WorldWritable);
     }
+
+    /// What the checked open costs against a plain one; run with
+    /// `cargo test --lib trust::tests::cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn cost() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.log");
+        std::fs::write(&p, "").unwrap();
+        let euid = nix::unistd::geteuid().as_raw();
+        let how = Opening {
+            owners: &[euid],
+            create: Some(0o640),
+            pid_dir: false,
+            access: OFlag::O_WRONLY | OFlag::O_APPEND,
+        };
+        let n = 20_000;
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            drop(
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .open(&p)
+                    .unwrap(),
+            );
+        }
+        let plain = t.elapsed() / n;
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            drop(open_checked(&p, &how).unwrap());
+        }
+        let checked = t.elapsed() / n;
+        let exe = std::env::current_exe().unwrap();
+        let t = std::time::Instant::now();
+        for _ in 0..1000 {
+            let _ = open_exec_checked(&exe);
+        }
+        let exec = t.elapsed() / 1000;
+        eprintln!("plain open {plain:?}, checked open {checked:?}, upgrade binary check {exec:?}");
+    }
 }
