@@ -139,6 +139,19 @@ pub enum Error {
         /// The pid written in it, if readable.
         pid: Option<i32>,
     },
+    /// A file root would open (`what`: `log file`, `pidfile`) or execute
+    /// (`upgrade binary`) is one another user could control: a symbolic
+    /// link, not a regular file, more than one link, the wrong owner, or
+    /// writable by group or others (see the book's Security chapter).
+    #[error("refusing {what} {}: {reason}", path.display())]
+    UnsafePath {
+        /// Which file.
+        what: &'static str,
+        /// Its path.
+        path: PathBuf,
+        /// Why it was refused.
+        reason: String,
+    },
     /// The user to drop privileges to does not exist.
     #[error("unknown user {0:?}")]
     UnknownUser(String),

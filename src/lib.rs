@@ -121,6 +121,7 @@ mod state;
 mod status;
 mod supervisor;
 mod systemd;
+mod trust;
 #[cfg(feature = "web")]
 pub mod web;
 mod worker;
@@ -255,7 +256,8 @@ impl Daemon {
     /// # Errors
     ///
     /// Before anything forks: [`Error::InsideRuntime`], [`Error::Threaded`],
-    /// [`Error::Workdir`], [`Error::KeepFd`], [`Error::OpenLogfile`]. Later: [`Error::Sys`] for a failed system call
+    /// [`Error::Workdir`], [`Error::KeepFd`], [`Error::OpenLogfile`], [`Error::UnsafePath`] (a log file or
+    /// pidfile another user could control), [`Error::PidfileLocked`]. Later: [`Error::Sys`] for a failed system call
     /// while setting up, [`Error::SpawnerDied`] if the spawner died (after a
     /// clean shutdown of everything else). A detached daemon's launching
     /// process never returns: it exits 0 once the daemon is ready (the
@@ -271,6 +273,14 @@ impl Daemon {
         // Before the crate opens anything of its own: what is closed here
         // can only be what the launching process passed.
         process::close_inherited_fds(&self.config)?;
+        // A binary upgrade execs `/proc/self/fd/N` (the checked file), which
+        // names the process `N`: take the binary's own name back.
+        if let Some(name) = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        {
+            process::set_process_name(&name, "");
+        }
         if let Ok(dir) = std::env::current_dir() {
             let _ = process::LAUNCH_DIR.set(dir);
         }
@@ -295,19 +305,20 @@ impl Daemon {
         }
         let privileges =
             ops::Privileges::resolve(config.user(), config.group(), config.privilege_scope())?;
-        let mut pidfile = config.pidfile().map(ops::Pidfile::lock).transpose()?;
-        let log_file = config.logfile().map(process::open_logfile).transpose()?;
         if let Some(p) = &privileges {
             let (uid, gid) = p.owner();
             let _ = process::LOG_OWNER.set((uid.map(|u| u.as_raw()), gid.as_raw()));
-            if let Some(file) = &log_file {
-                nix::unistd::fchown(file, uid, Some(gid))
-                    .map_err(|err| Error::sys("chown log file", err))?;
-            }
-            if let (Some(pidfile), Some(uid)) = (&pidfile, uid) {
-                pidfile.chown(uid, gid)?;
-            }
         }
+        // Opened without following symlinks and checked through the
+        // descriptor; chowned (by descriptor) only when created here.
+        let mut pidfile = config
+            .pidfile()
+            .map(|p| ops::Pidfile::lock(p, privileges.as_ref()))
+            .transpose()?;
+        let log_file = config
+            .logfile()
+            .map(|p| process::open_logfile(p, true))
+            .transpose()?;
         let config = Arc::new(config);
         // An old supervisor that started this one (binary upgrade) waits
         // for the same verdict as a launching process.
@@ -460,7 +471,7 @@ where
     // The log file may have been renamed and reopened (HUP) since the
     // spawner last reopened it: start on the current one.
     if let Some(path) = boot.config.logfile() {
-        let _ = process::reopen_logfile(path);
+        let _ = process::reopen_logfile(path, false);
     }
     boot.board.count(Counter::Spawned);
     boot.board.set_state(slot, SlotState::Starting);

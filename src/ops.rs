@@ -1,10 +1,9 @@
 //! Operations: the pidfile and the privilege drop.
 
 use std::ffi::CString;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -29,18 +28,45 @@ pub(crate) struct Pidfile {
 }
 
 impl Pidfile {
-    pub(crate) fn lock(path: &Path) -> Result<Pidfile> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .open(path)
-            .map_err(|source| Error::Pidfile {
+    /// Opens (without following a symlink, `O_EXCL` when new) and checks
+    /// the pidfile, then locks it. Refused with [`Error::UnsafePath`]: a
+    /// symlink, not a regular file, more than one link, writable by group
+    /// or others, owned by anyone but this process's euid (or the service
+    /// user when the supervisor drops to it too, [`PrivilegeScope::All`]),
+    /// or in a directory not owned by root or the euid, or writable by
+    /// others unless sticky with the file ours. A file created here is
+    /// chowned, by descriptor, to the service user only with
+    /// [`PrivilegeScope::All`]; otherwise it stays root's, so that the
+    /// service user cannot write another pid in it.
+    pub(crate) fn lock(path: &Path, privileges: Option<&Privileges>) -> Result<Pidfile> {
+        let euid = nix::unistd::geteuid();
+        let all = privileges.filter(|p| p.scope == PrivilegeScope::All);
+        let mut owners = vec![euid.as_raw()];
+        if let Some((_, uid)) = all.and_then(|p| p.user.as_ref()) {
+            owners.push(uid.as_raw());
+        }
+        let how = crate::trust::Opening {
+            owners: &owners,
+            create: Some(0o644),
+            pid_dir: true,
+            access: nix::fcntl::OFlag::O_RDWR,
+        };
+        let (file, created) =
+            crate::trust::open_checked(path, &how).map_err(|why| Error::UnsafePath {
+                what: "pidfile",
                 path: path.to_owned(),
-                source,
+                reason: why.to_string(),
             })?;
+        if created
+            && let Some(p) = all
+            && euid.is_root()
+        {
+            let (uid, gid) = p.owner();
+            nix::unistd::fchown(&file, uid, Some(gid)).map_err(|err| Error::Pidfile {
+                path: path.to_owned(),
+                source: err.into(),
+            })?;
+        }
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => Ok(Pidfile {
                 path: path.to_owned(),
@@ -87,13 +113,6 @@ impl Pidfile {
     /// The locked descriptor, for the spawner to close.
     pub(crate) fn raw_fd(&self) -> Option<RawFd> {
         self.lock.as_ref().map(|f| f.as_raw_fd())
-    }
-
-    pub(crate) fn chown(&self, uid: Uid, gid: Gid) -> Result<()> {
-        nix::unistd::chown(&self.path, Some(uid), Some(gid)).map_err(|err| Error::Pidfile {
-            path: self.path.clone(),
-            source: err.into(),
-        })
     }
 }
 

@@ -121,14 +121,23 @@ impl Common {
     }
 
     /// HUP: reopens the log file (if there is one) and tells subscribers.
-    pub(crate) fn reopen_log(&mut self) {
+    /// `create`: the supervisor creates a missing file, a worker does not.
+    /// A refused file is logged loudly and the old file kept; the new file
+    /// is returned, for the supervisor to hand to the spawner.
+    pub(crate) fn reopen_log(&mut self, create: bool) -> Option<std::fs::File> {
+        let mut opened = None;
         if let Some(path) = self.config.logfile() {
-            match process::reopen_logfile(path) {
-                Ok(()) => slog::info!(self.log, "log file reopened"; "signal" => "SIGHUP"),
-                Err(err) => slog::error!(self.log, "cannot reopen log file"; "error" => %err),
+            match process::reopen_logfile(path, create) {
+                Ok(file) => {
+                    slog::info!(self.log, "log file reopened"; "signal" => "SIGHUP");
+                    opened = Some(file);
+                }
+                Err(err) => slog::error!(self.log, "cannot reopen log file, keeping the old one";
+                    "error" => %err, "path" => %path.display()),
             }
         }
         self.broadcast(DaemonSignal::Hup);
+        opened
     }
 
     pub(crate) fn stop_system(&self, code: i32) {

@@ -215,6 +215,18 @@ pub(super) fn recv_with_rights(
     Ok((msg.bytes, owned_rights(&msg)))
 }
 
+/// Like [`recv_with_rights`], waiting for a message (the spawner's loop).
+#[allow(clippy::ptr_arg)] // nix's recvmsg takes the control buffer as a Vec.
+pub(super) fn recv_blocking_with_rights(
+    sock: RawFd,
+    buf: &mut [u8],
+    cmsg: &mut Vec<u8>,
+) -> nix::Result<(usize, Vec<OwnedFd>)> {
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = recvmsg::<()>(sock, &mut iov, Some(cmsg), MsgFlags::MSG_CMSG_CLOEXEC)?;
+    Ok((msg.bytes, owned_rights(&msg)))
+}
+
 /// The descriptors an `SCM_RIGHTS` message brought, owned.
 fn owned_rights(msg: &nix::sys::socket::RecvMsg<'_, '_, ()>) -> Vec<OwnedFd> {
     let mut fds = Vec::new();

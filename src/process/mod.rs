@@ -30,10 +30,9 @@
 //! foreign children registered with them.
 
 use std::ffi::CString;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -92,24 +91,72 @@ pub(crate) fn check_preconditions() -> Result<()> {
     Ok(())
 }
 
-/// Opens (appends to, or creates with mode 0640) the log file.
-pub(crate) fn open_logfile(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o640)
-        .open(path)
-        .map_err(|source| Error::OpenLogfile {
+/// Opens the log file as [`open_log_checked`] does, as an [`Error`].
+pub(crate) fn open_logfile(path: &Path, create: bool) -> Result<File> {
+    open_log_checked(path, create).map_err(|why| match why {
+        // A failed open is not a refusal.
+        crate::trust::Refusal::Io(text) => Error::OpenLogfile {
             path: path.to_owned(),
-            source,
-        })
+            source: io::Error::other(text),
+        },
+        why => Error::UnsafePath {
+            what: "log file",
+            path: path.to_owned(),
+            reason: why.to_string(),
+        },
+    })
+}
+
+/// Opens the log file for appending without following a symlink, and
+/// checks it through the descriptor (`crate::trust::check_file`): a regular
+/// file with one link, owned by this process's euid or the service user
+/// ([`LOG_OWNER`]), not writable by group or others. With `create` (the
+/// supervisor) a missing file is created (`O_EXCL`, mode 0640) and, only
+/// then, chowned by descriptor to the service user so that workers can
+/// reopen it; workers and the spawner never create it.
+///
+/// This is the one function a worker calls to reopen its log by path, as
+/// its own user: the per-worker channel may later hand it a descriptor
+/// instead ([`apply_log_fd`]).
+pub(crate) fn open_log_checked(path: &Path, create: bool) -> Result<File, crate::trust::Refusal> {
+    let euid = nix::unistd::geteuid().as_raw();
+    let owner = LOG_OWNER.get().copied();
+    let mut owners = vec![euid];
+    if let Some((Some(uid), _)) = owner {
+        owners.push(uid);
+    }
+    let how = crate::trust::Opening {
+        owners: &owners,
+        create: create.then_some(0o640),
+        pid_dir: false,
+        access: OFlag::O_WRONLY | OFlag::O_APPEND,
+    };
+    let (file, created) = crate::trust::open_checked(path, &how)?;
+    if created
+        && let Some((uid, gid)) = owner
+        && nix::unistd::geteuid().is_root()
+    {
+        nix::unistd::fchown(
+            &file,
+            uid.map(nix::unistd::Uid::from_raw),
+            Some(nix::unistd::Gid::from_raw(gid)),
+        )
+        .map_err(|e| crate::trust::Refusal::Io(format!("fchown: {e}")))?;
+    }
+    Ok(file)
 }
 
 /// Points stdout and stderr at `log`.
 pub(crate) fn redirect_output(log: &File) -> io::Result<()> {
+    apply_log_fd(log)
+}
+
+/// Points stdout and stderr at a log descriptor received from the
+/// supervisor (the spawner on HUP; the per-worker channel may call it too).
+pub(crate) fn apply_log_fd(fd: &impl AsFd) -> io::Result<()> {
     let _ = io::stdout().flush();
-    dup2_stdout(log.as_fd())?;
-    dup2_stderr(log.as_fd())?;
+    dup2_stdout(fd.as_fd())?;
+    dup2_stderr(fd.as_fd())?;
     Ok(())
 }
 
@@ -117,21 +164,12 @@ pub(crate) fn redirect_output(log: &File) -> io::Result<()> {
 pub(crate) static LOG_OWNER: std::sync::OnceLock<(Option<u32>, u32)> = std::sync::OnceLock::new();
 
 /// Reopens the log file (after a rename, on HUP) and points stdout and
-/// stderr at the new one. Every process of the daemon does this itself.
-pub(crate) fn reopen_logfile(path: &Path) -> Result<()> {
-    let file = open_logfile(path)?;
-    // A new file created by a privileged supervisor must stay writable by
-    // workers that dropped their privileges.
-    if let Some((uid, gid)) = LOG_OWNER.get()
-        && nix::unistd::geteuid().is_root()
-    {
-        let _ = nix::unistd::fchown(
-            &file,
-            uid.map(nix::unistd::Uid::from_raw),
-            Some(nix::unistd::Gid::from_raw(*gid)),
-        );
-    }
-    redirect_output(&file).map_err(|err| Error::sys("redirect output to log file", err))
+/// stderr at the new one; returns it (the supervisor hands it to the
+/// spawner). On a refusal nothing changes: the old file stays.
+pub(crate) fn reopen_logfile(path: &Path, create: bool) -> Result<File> {
+    let file = open_logfile(path, create)?;
+    redirect_output(&file).map_err(|err| Error::sys("redirect output to log file", err))?;
+    Ok(file)
 }
 
 // ---------------------------------------------------------------------------
@@ -315,7 +353,25 @@ pub(crate) fn spawn_upgrade() -> io::Result<(std::process::Child, File)> {
         .and_then(|p| p.strip_suffix(" (deleted)"))
         .map(std::path::PathBuf::from)
         .unwrap_or(exe);
-    let mut cmd = std::process::Command::new(exe);
+    // StrictModes: the file and every directory up to `/` owned by root or
+    // this euid, not writable by group or others, an ELF file. Then exec
+    // that very file (through its descriptor), not whatever the path names
+    // by then. The descriptor is close-on-exec: fine for an ELF binary
+    // (a script would need it open; scripts are refused).
+    let checked = crate::trust::open_exec_checked(&exe).map_err(|why| {
+        io::Error::other(Error::UnsafePath {
+            what: "upgrade binary",
+            path: exe.clone(),
+            reason: why.to_string(),
+        })
+    })?;
+    // Above every descriptor number the hook below moves sources to.
+    let exe_fd = nix::fcntl::fcntl(&checked, FcntlArg::F_DUPFD_CLOEXEC(3 + 64 + 1))?;
+    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
+    let exe_fd = unsafe { OwnedFd::from_raw_fd(exe_fd) };
+    drop(checked);
+    let mut cmd = std::process::Command::new(format!("/proc/self/fd/{}", exe_fd.as_raw_fd()));
+    std::os::unix::process::CommandExt::arg0(&mut cmd, &exe);
     cmd.args(std::env::args_os().skip(1))
         .env(UPGRADE_FDS, n.to_string())
         .env(UPGRADE_READY_FD, (3 + n).to_string())
@@ -348,6 +404,7 @@ pub(crate) fn spawn_upgrade() -> io::Result<(std::process::Child, File)> {
         });
     }
     let child = cmd.spawn()?;
+    drop(exe_fd);
     drop(write_end);
     Ok((child, File::from(read_end)))
 }

@@ -17,7 +17,7 @@ use nix::unistd::{ForkResult, Pid, getppid};
 use super::channel::Wake;
 use super::pidfd::Pidfd;
 use super::wire::{self, SpawnReply, SpawnRequest};
-use super::{EXIT_ORPHAN, error_chain, reopen_logfile, set_process_name};
+use super::{EXIT_ORPHAN, apply_log_fd, error_chain, set_process_name};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::scoreboard::{Scoreboard, SlotId};
@@ -201,16 +201,18 @@ fn spawner_main<F: FnOnce(&crate::Process)>(
     loop {
         let slot = match wire::recv_request(sock.as_raw_fd()) {
             Ok(None) => break,
-            Ok(Some(Ok(SpawnRequest::Reopen))) => {
-                if let Some(path) = boot.config.logfile()
-                    && let Err(err) = reopen_logfile(path)
+            Ok(Some(Ok((SpawnRequest::Reopen, fd)))) => {
+                // The supervisor opened and checked the new log file; the
+                // spawner never opens it by path.
+                if let Some(fd) = fd
+                    && let Err(err) = apply_log_fd(&fd)
                 {
-                    slog::error!(log, "cannot reopen log file"; "error" => %err);
+                    slog::error!(log, "cannot switch to the new log file"; "error" => %err);
                 }
                 continue;
             }
-            Ok(Some(Ok(SpawnRequest::Spawn { slot }))) if slot.0 < boot.board.len() => slot,
-            Ok(Some(Ok(SpawnRequest::Spawn { slot }))) => {
+            Ok(Some(Ok((SpawnRequest::Spawn { slot }, _)))) if slot.0 < boot.board.len() => slot,
+            Ok(Some(Ok((SpawnRequest::Spawn { slot }, _)))) => {
                 slog::error!(log, "spawn request for a slot out of range"; "slot" => slot);
                 continue;
             }

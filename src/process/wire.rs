@@ -5,7 +5,7 @@
 //! | direction | message | bytes | descriptors |
 //! |---|---|---|---|
 //! | supervisor to spawner | [`SpawnRequest::Spawn`] | `S`, slot (u64 LE) | none |
-//! | supervisor to spawner | [`SpawnRequest::Reopen`] | `H` | none |
+//! | supervisor to spawner | [`SpawnRequest::Reopen`] | `H` | the new log file |
 //! | spawner to supervisor | [`SpawnReply::Spawned`] | `P`, slot, pid (i32 LE) | the worker's pidfd, then the supervisor's end of the worker's own channel |
 //! | spawner to supervisor | [`SpawnReply::Failed`] | `E`, slot, errno (i32 LE) | none |
 //!
@@ -126,16 +126,39 @@ pub(crate) fn send_request(sock: RawFd, request: SpawnRequest) -> nix::Result<()
     .map(drop)
 }
 
-/// Spawner: waits for the next request. `Ok(None)` at end of file (the
-/// supervisor is gone); `Ok(Some(Err(len)))` for a message of `len` bytes
-/// that is not a request.
-pub(crate) fn recv_request(sock: RawFd) -> nix::Result<Option<Result<SpawnRequest, usize>>> {
+/// Supervisor: sends `Reopen` with the log file's new descriptor, opened
+/// and checked by the supervisor (`process::open_log_checked`).
+pub(crate) fn send_reopen(sock: RawFd, log: BorrowedFd<'_>) -> nix::Result<()> {
+    let fds = [log.as_raw_fd()];
+    sendmsg::<()>(
+        sock,
+        &[IoSlice::new(&SpawnRequest::Reopen.encode())],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        None,
+    )
+    .map(drop)
+}
+
+/// Spawner: waits for the next request, with the descriptor it brought
+/// (`Reopen` carries exactly one, `Spawn` none). `Ok(None)` at end of file
+/// (the supervisor is gone); `Ok(Some(Err(len)))` for a message of `len`
+/// bytes that is not a request, or has the wrong descriptors.
+#[allow(clippy::type_complexity)]
+pub(crate) fn recv_request(
+    sock: RawFd,
+) -> nix::Result<Option<Result<(SpawnRequest, Option<OwnedFd>), usize>>> {
     let mut buf = [0u8; 64];
-    let len = nix::sys::socket::recv(sock, &mut buf, MsgFlags::empty())?;
-    if len == 0 {
+    let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+    let (len, mut fds) = super::channel::recv_blocking_with_rights(sock, &mut buf, &mut cmsg)?;
+    if len == 0 && fds.is_empty() {
         return Ok(None);
     }
-    Ok(Some(SpawnRequest::decode(&buf[..len]).ok_or(len)))
+    Ok(Some(match (SpawnRequest::decode(&buf[..len]), fds.len()) {
+        (Some(r @ SpawnRequest::Spawn { .. }), 0) => Ok((r, None)),
+        (Some(SpawnRequest::Reopen), 1) => Ok((SpawnRequest::Reopen, fds.pop())),
+        _ => Err(len),
+    }))
 }
 
 /// Spawner side: sends a reply; for `Spawned`, with the worker's pidfd and
@@ -215,6 +238,33 @@ mod tests {
             let _ = SpawnRequest::decode(&bytes);
             let _ = SpawnReply::decode(&bytes);
         }
+    }
+
+    #[test]
+    fn reopen_carries_exactly_one_descriptor() {
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+        use std::os::fd::AsFd;
+        let (a, b) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        let log = std::fs::File::open("/dev/null").unwrap();
+        send_reopen(a.as_raw_fd(), log.as_fd()).unwrap();
+        match recv_request(b.as_raw_fd()).unwrap() {
+            Some(Ok((SpawnRequest::Reopen, Some(_fd)))) => {}
+            other => panic!("{other:?}"),
+        }
+        // A Reopen without its descriptor is not a request.
+        send_request(a.as_raw_fd(), SpawnRequest::Reopen).unwrap();
+        assert!(matches!(recv_request(b.as_raw_fd()).unwrap(), Some(Err(1))));
+        let spawn = SpawnRequest::Spawn { slot: SlotId(2) };
+        send_request(a.as_raw_fd(), spawn).unwrap();
+        assert!(matches!(recv_request(b.as_raw_fd()).unwrap(), Some(Ok((r, None))) if r == spawn));
+        drop(a);
+        assert!(recv_request(b.as_raw_fd()).unwrap().is_none());
     }
 
     #[test]

@@ -62,6 +62,8 @@ pub(crate) trait Os {
     fn now(&self) -> Instant;
     /// Sends a request on the spawner's socket.
     fn send(&mut self, sock: RawFd, request: SpawnRequest) -> nix::Result<()>;
+    /// Sends the spawner the log file's new descriptor (after HUP).
+    fn send_reopen(&mut self, sock: RawFd, log: &File) -> nix::Result<()>;
     /// Hands a fork-per-request payload to one worker, on its own channel.
     fn give(&mut self, link: RawFd, payload: &Payload) -> nix::Result<()>;
     /// Reads one message from a worker's channel, without blocking.
@@ -102,6 +104,10 @@ impl Os for RealOs {
 
     fn send(&mut self, sock: RawFd, request: SpawnRequest) -> nix::Result<()> {
         process::wire::send_request(sock, request)
+    }
+
+    fn send_reopen(&mut self, sock: RawFd, log: &File) -> nix::Result<()> {
+        process::wire::send_reopen(sock, log.as_fd())
     }
 
     fn give(&mut self, link: RawFd, payload: &Payload) -> nix::Result<()> {
@@ -235,6 +241,11 @@ pub(crate) mod mock {
                     Ok(())
                 }
             }
+        }
+
+        fn send_reopen(&mut self, _sock: RawFd, _log: &File) -> nix::Result<()> {
+            self.0.borrow_mut().sent.push(SpawnRequest::Reopen);
+            Ok(())
         }
 
         fn give(&mut self, link: RawFd, _payload: &Payload) -> nix::Result<()> {

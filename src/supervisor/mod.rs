@@ -243,11 +243,13 @@ impl Supervisor {
     /// workers start on the new file) and every ready worker. A worker
     /// still starting opens the current file itself.
     fn hup(&mut self, c: &mut Common) {
-        c.reopen_log();
-        if let Some(sock) = self.spawner.as_ref().and_then(|s| s.sock.as_ref()) {
-            let _ = self
-                .os
-                .send(sock.as_raw_fd(), process::wire::SpawnRequest::Reopen);
+        // The spawner gets the new file's descriptor (it never opens the
+        // log by path); if the supervisor refused it, the spawner keeps
+        // the old file too.
+        let log = c.reopen_log(true);
+        if let (Some(sock), Some(log)) = (self.spawner.as_ref().and_then(|s| s.sock.as_ref()), &log)
+        {
+            let _ = self.os.send_reopen(sock.as_raw_fd(), log);
         }
         for slot in self.registry.slots() {
             if self

@@ -185,7 +185,7 @@ impl Worker {
     ) {
         match sig {
             OsSignal::Term | OsSignal::Int | OsSignal::Quit => self.shutdown(c, sig.name(), ctx),
-            OsSignal::Hup => c.reopen_log(),
+            OsSignal::Hup => drop(c.reopen_log(false)),
             OsSignal::Usr2 => {
                 let mut report = c.peek(true, crate::status::Role::Worker, self.is_stopping());
                 self.peek(c, &mut report);
