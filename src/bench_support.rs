@@ -26,7 +26,7 @@ use crate::daemon::{DaemonActor, SupervisorSetup, WorkerSetup};
 use crate::error::{Error, Result};
 use crate::logging::{self, Drained};
 use crate::process::{self, Wake};
-use crate::scoreboard::{Counter, Scoreboard, SlotId};
+use crate::scoreboard::{Scoreboard, SlotCounter, SlotId};
 use crate::state::SlotState;
 use crate::status::StatusReport;
 
@@ -67,7 +67,7 @@ impl Pool {
     pub fn add_worker(&self) -> Option<SlotId> {
         let slot = self.board.allocate()?;
         self.board.set_pid(slot, std::process::id() as i32);
-        self.board.count(Counter::Spawned);
+        self.board.count_own(slot, SlotCounter::Spawned);
         self.board.set_state(slot, SlotState::Starting);
         Some(slot)
     }

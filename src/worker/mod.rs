@@ -20,7 +20,7 @@ use crate::daemon::{Claimed, Common, DaemonActor};
 use crate::messages::{DaemonSignal, OsSignal, UpdateStatus};
 use crate::payload::Payload;
 use crate::process::{self, Wake};
-use crate::scoreboard::{Counter, Scoreboard, SlotId};
+use crate::scoreboard::{Scoreboard, SlotCounter, SlotId};
 use crate::state::{SlotState, Step, UpdateKind, worker_step};
 use crate::status::PeekReport;
 
@@ -150,6 +150,7 @@ impl Worker {
             return;
         };
         let board = c.board.clone();
+        let slot = self.slot;
         self.claim_task = Some(actix_rt::spawn(async move {
             let Ok(fd) = process::watch(sock) else {
                 addr.do_send(Claimed(None));
@@ -166,7 +167,7 @@ impl Worker {
                         // requests in the socket must not wait for the
                         // actor.
                         if let (Some(_), Some(board)) = (&payload, &board) {
-                            board.count(Counter::Claimed);
+                            board.count_own(slot, SlotCounter::Claimed);
                         }
                         addr.do_send(Claimed(payload));
                         return;
@@ -404,7 +405,7 @@ impl Worker {
     /// its one request): exit, by the shutdown of any worker.
     fn retire(&mut self, c: &mut Common, served: u64, ctx: &mut Context<DaemonActor>) {
         if let (Mode::PreFork(_), Some(board)) = (c.config.mode(), &c.board) {
-            board.count(Counter::Retired);
+            board.count_own(self.slot, SlotCounter::Retired);
         }
         self.set_state(c, SlotState::Exit);
         let reason = format!("served {served} requests");
