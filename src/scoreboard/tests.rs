@@ -46,3 +46,146 @@ fn shared_across_fork() {
     assert_eq!(board.state(slot), SlotState::Long);
     assert_eq!(board.pid(slot), 7);
 }
+
+/// Forks a child that confines itself to slot 1 of `board`, writes its own
+/// slot, checks that `mprotect(PROT_WRITE)` on the header is refused, then
+/// does `then`; returns how the child ended. The child only makes system
+/// calls and atomic stores, then `_exit`s.
+fn confined_child(board: &Scoreboard, then: fn(&Scoreboard)) -> nix::sys::wait::WaitStatus {
+    use nix::sys::mman::{ProtFlags, mprotect};
+    use nix::unistd::ForkResult;
+    // SAFETY: test-only; the child makes system calls and atomic stores
+    // (no lock, no allocation on the success path) and `_exit`s.
+    match unsafe { nix::unistd::fork() }.expect("fork") {
+        ForkResult::Child => {
+            let code = (|| {
+                if board.confine_to(SlotId(1)).is_err() {
+                    return 10;
+                }
+                board.set_state(SlotId(1), SlotState::Long);
+                board.count_own(SlotId(1), SlotCounter::Retired);
+                // SAFETY: asks only for a protection change of the board's
+                // first page; the kernel refuses it (no VM_MAYWRITE).
+                let refused = unsafe {
+                    mprotect(
+                        board.map.base.cast(),
+                        board.map.page,
+                        ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                    )
+                };
+                if refused != Err(nix::errno::Errno::EACCES) {
+                    return 11;
+                }
+                if board.fd(&board.map.rw).is_some() || board.fd(&board.map.ro).is_some() {
+                    return 12;
+                }
+                then(board);
+                0
+            })();
+            // SAFETY: ends the test child at once.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => nix::sys::wait::waitpid(child, None).expect("waitpid"),
+    }
+}
+
+#[test]
+fn a_confined_worker_writes_its_own_slot_and_faults_on_any_other_page() {
+    use nix::sys::signal::Signal;
+    use nix::sys::wait::WaitStatus;
+    let board = Scoreboard::new(3).unwrap();
+    board.init(SlotId(1));
+    match confined_child(&board, |_| {}) {
+        WaitStatus::Exited(_, 0) => {}
+        other => panic!("own slot: {other:?}"),
+    }
+    assert_eq!(
+        board.state(SlotId(1)),
+        SlotState::Long,
+        "its own write is seen"
+    );
+    assert_eq!(board.counters().retired, 1);
+    match confined_child(&board, |b| b.set_state(SlotId(0), SlotState::Req)) {
+        WaitStatus::Signaled(_, Signal::SIGSEGV, _) => {}
+        other => panic!("another slot: {other:?}"),
+    }
+    assert_eq!(
+        board.state(SlotId(0)),
+        SlotState::Empty,
+        "another slot unchanged"
+    );
+    match confined_child(&board, |b| b.count(Counter::Exited)) {
+        WaitStatus::Signaled(_, Signal::SIGSEGV, _) => {}
+        other => panic!("header: {other:?}"),
+    }
+    assert_eq!(board.counters().exited, 0, "header unchanged");
+    // The parent's own view stays writable everywhere.
+    board.set_state(SlotId(0), SlotState::Wait);
+    board.count(Counter::Exited);
+    assert_eq!(board.counters().exited, 1);
+}
+
+#[test]
+fn counts_survive_the_fold_of_a_freed_slot_once() {
+    let board = Scoreboard::new(2).unwrap();
+    let a = board.allocate().unwrap();
+    board.count_own(a, SlotCounter::Spawned);
+    board.count_requests(a, 5);
+    board.count_own(a, SlotCounter::Connections);
+    board.count_own(a, SlotCounter::Claimed);
+    board.count_own(a, SlotCounter::Retired);
+    let before = board.counters();
+    assert_eq!(
+        (
+            before.spawned,
+            before.requests,
+            before.connections,
+            before.retired
+        ),
+        (1, 5, 1, 1)
+    );
+    board.free(a);
+    assert_eq!(
+        board.counters(),
+        before,
+        "free folds, loses and doubles nothing"
+    );
+    board.free(a);
+    let again = board.allocate().unwrap();
+    assert_eq!(again, a);
+    assert_eq!(
+        board.counters(),
+        before,
+        "a second fold and a reuse add nothing"
+    );
+    assert_eq!(board.requests(a), 0);
+    assert_eq!(board.claimed(), 1);
+}
+
+#[test]
+fn totals_never_go_back_while_slots_are_folded() {
+    let board = Scoreboard::new(4).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (board, stop) = (board.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut last = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let now = board.counters().requests;
+                assert!(now >= last, "total went from {last} to {now}");
+                last = now;
+            }
+            last
+        })
+    };
+    for round in 0..20_000u64 {
+        let slot = SlotId((round % 4) as usize);
+        board.init(slot);
+        board.count_requests(slot, 1);
+        board.free(slot);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = reader.join().unwrap();
+    assert!(seen <= 20_000);
+    assert_eq!(board.counters().requests, 20_000);
+}
