@@ -290,4 +290,23 @@ impl SlotForger {
     pub fn forge(&self, pid: i32, state: u8) {
         self.board.forge(self.slot, pid, state);
     }
+
+    /// This worker's slot.
+    pub fn slot(&self) -> SlotId {
+        self.slot
+    }
+
+    /// Writes a state byte into `slot` (another worker's, as an attacker
+    /// would): in a worker, where only its own slot is writable, anything
+    /// but its own slot dies by SIGSEGV. Out of range: does nothing.
+    pub fn scribble(&self, slot: SlotId) {
+        if slot.0 < self.board.len() {
+            self.board.forge(slot, 1, SlotState::Req as u8);
+        }
+    }
+
+    /// Writes a header counter (the supervisor's): in a worker, SIGSEGV.
+    pub fn scribble_header(&self) {
+        self.board.count(crate::scoreboard::Counter::Exited);
+    }
 }
