@@ -189,3 +189,66 @@ fn totals_never_go_back_while_slots_are_folded() {
     assert!(seen <= 20_000);
     assert_eq!(board.counters().requests, 20_000);
 }
+
+/// Measures (run by hand, see book/src/security.md): what `confine_to`
+/// costs in a new child, and the RssShmem a census of every slot adds.
+/// `cargo test --release --lib scoreboard::tests::measure -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn measure_confine_and_census() {
+    fn shmem_kib() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("RssShmem:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+    for slots in [64usize, 2_000, 5_000, 10_000] {
+        let board = Scoreboard::new(slots).unwrap();
+        let (rx, tx) = nix::unistd::pipe().unwrap();
+        let mut ns = Vec::new();
+        for _ in 0..200 {
+            use nix::unistd::ForkResult;
+            // SAFETY: test-only; the child reads the clock, remaps, writes
+            // 8 bytes to a pipe and `_exit`s.
+            match unsafe { nix::unistd::fork() }.unwrap() {
+                ForkResult::Child => {
+                    let t = std::time::Instant::now();
+                    let ok = board.confine_to(SlotId(slots / 2)).is_ok();
+                    let d = if ok {
+                        t.elapsed().as_nanos() as u64
+                    } else {
+                        u64::MAX
+                    };
+                    let _ = nix::unistd::write(&tx, &d.to_ne_bytes());
+                    // SAFETY: ends the test child.
+                    unsafe { libc::_exit(0) }
+                }
+                ForkResult::Parent { child } => {
+                    let mut b = [0u8; 8];
+                    nix::unistd::read(&rx, &mut b).unwrap();
+                    nix::sys::wait::waitpid(child, None).unwrap();
+                    ns.push(u64::from_ne_bytes(b));
+                }
+            }
+        }
+        ns.sort_unstable();
+        let before = shmem_kib();
+        let t = std::time::Instant::now();
+        let census = board.snapshots().len() + board.counters().requests as usize;
+        let first = t.elapsed();
+        let t = std::time::Instant::now();
+        let _ = board.snapshots().len() + board.counters().requests as usize;
+        let again = t.elapsed();
+        println!(
+            "slots {slots}: confine p50 {} us p99 {} us; census RssShmem +{} KiB (old layout {} KiB); first census {:?}, next {:?} ({census})",
+            ns[ns.len() / 2] as f64 / 1000.0,
+            ns[ns.len() * 99 / 100] as f64 / 1000.0,
+            shmem_kib() - before,
+            (192 + 64 * slots).div_ceil(1024),
+            first,
+            again,
+        );
+    }
+}
