@@ -1,26 +1,35 @@
-//! The scoreboard: one shared anonymous mapping, made before the first fork,
+//! The scoreboard: one shared memfd mapping, made before the first fork,
 //! that every process of the daemon sees at the same address.
 //!
 //! # Layout
 //!
 //! A [`Header`] (pool counters, statistics only: nothing there steers the
-//! supervisor or a worker), then one 64-byte
-//! [`SlotCell`] per possible worker (`max_children` of them). Everything in
-//! the mapping is an atomic integer: no pointer, no lock, nothing whose
-//! validity depends on the process that wrote it.
+//! supervisor or a worker) in the first page, then one page per possible
+//! worker (`max_children` of them), each starting with its 64-byte
+//! [`SlotCell`]. Everything in the mapping is an atomic integer: no
+//! pointer, no lock, nothing whose validity depends on the process that
+//! wrote it. The memfd is sealed against shrinking and growing.
 //!
 //! # Who writes what
 //!
-//! - The supervisor takes a slot its registry does not own (`' '` to `F`),
+//! - The supervisor (and the spawner) map the board read-write. The
+//!   supervisor takes a slot its registry does not own (`' '` to `F`),
 //!   records the worker's pid once the spawner reports it, frees the slot
 //!   after reaping the worker, and keeps the header's counters.
-//! - A worker writes its own slot: its state (`f`, `.`, `w`, `r`, `l`, `e`)
-//!   and its request count. Today every worker could write every slot
-//!   (one shared mapping); the supervisor therefore treats the whole board
-//!   as a report: it checks each slot against its registry of children
-//!   (the pid it recorded, states that only move on, counts that only
-//!   grow), retires a worker that wrote nonsense and clears a slot no
-//!   registered worker owns. No pid read from here is ever signalled.
+//! - Each worker, before anything else runs in it, remaps the board
+//!   read-only but for its own slot's page and closes every descriptor of
+//!   the memfd (`confine.rs`): it writes only its own slot, its state
+//!   (`f`, `.`, `w`, `r`, `l`, `e`) and its own counts (start, requests,
+//!   retirement, connections, claims: [`SlotCounter`]). A write anywhere
+//!   else is a SIGSEGV in that worker. The supervisor still treats a slot
+//!   as a report: it checks it against its registry of children (the pid
+//!   it recorded, states that only move on, counts that only grow) and
+//!   retires a worker that wrote nonsense. No pid read from here is ever
+//!   signalled.
+//! - Totals are the header's counts plus every slot's; the supervisor
+//!   folds a slot's counts into the header when it frees or takes the
+//!   slot, under a sequence lock (`counters.rs`), so a total survives its
+//!   worker and no count is lost or doubled.
 //! - A worker that crashes leaves its slot as it was; the supervisor frees
 //!   it when it reaps the process, so a crashed worker never leaks a slot.
 //!
@@ -28,14 +37,16 @@
 //!
 //! A state store is `Release` and a state load `Acquire`, so a reader that
 //! sees a state also sees the pid, request count and time written before it.
-//! The counters are statistics and use `Relaxed`.
+//! The counters are statistics and use `Relaxed` (inside the fold's
+//! sequence lock, whose fences order them).
 //!
 //! # Files
 //!
 //! Here: the mapping, its layout and the unsafe code that reads it.
-//! `slot.rs`: the slot types and what reads and writes one slot.
-//! `counters.rs`: the header's counters and pool state. Tests in `tests.rs`
-//! and, with random operations, in `properties.rs`.
+//! `confine.rs`: a worker's read-only view. `slot.rs`: the slot types and
+//! what reads and writes one slot. `counters.rs`: the header's counters,
+//! the slots' counts and their fold. Tests in `tests.rs` and, with random
+//! operations, in `properties.rs`.
 
 use std::num::NonZeroUsize;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
