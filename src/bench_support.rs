@@ -267,8 +267,9 @@ impl Drop for WakeWatcher {
 }
 
 /// Test aid: what an attacker with code in a worker can do to the
-/// scoreboard (the mapping is writable in every worker): write any pid and
-/// any state byte into this worker's own slot. The examples' `FORGE`
+/// scoreboard (only its own slot's page is writable in a worker): write any
+/// pid and any state byte into this worker's own slot, or try to write
+/// another slot or the header (a SIGSEGV). The examples' `FORGE`
 /// fault command uses it; the supervisor must retire the worker and signal
 /// nobody else.
 #[derive(Debug, Clone)]
