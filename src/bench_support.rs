@@ -26,7 +26,7 @@ use crate::daemon::{DaemonActor, SupervisorSetup, WorkerSetup};
 use crate::error::{Error, Result};
 use crate::logging::{self, Drained};
 use crate::process::{self, Wake};
-use crate::scoreboard::{Counter, Scoreboard, SlotId};
+use crate::scoreboard::{Scoreboard, SlotCounter, SlotId};
 use crate::state::SlotState;
 use crate::status::StatusReport;
 
@@ -67,7 +67,7 @@ impl Pool {
     pub fn add_worker(&self) -> Option<SlotId> {
         let slot = self.board.allocate()?;
         self.board.set_pid(slot, std::process::id() as i32);
-        self.board.count(Counter::Spawned);
+        self.board.count_own(slot, SlotCounter::Spawned);
         self.board.set_state(slot, SlotState::Starting);
         Some(slot)
     }
@@ -266,8 +266,9 @@ impl Drop for WakeWatcher {
 }
 
 /// Test aid: what an attacker with code in a worker can do to the
-/// scoreboard (the mapping is writable in every worker): write any pid and
-/// any state byte into this worker's own slot. The examples' `FORGE`
+/// scoreboard (only its own slot's page is writable in a worker): write any
+/// pid and any state byte into this worker's own slot, or try to write
+/// another slot or the header (a SIGSEGV). The examples' `FORGE`
 /// fault command uses it; the supervisor must retire the worker and signal
 /// nobody else.
 #[derive(Debug, Clone)]
@@ -288,5 +289,24 @@ impl SlotForger {
     /// Writes `pid` and the raw `state` byte into the slot.
     pub fn forge(&self, pid: i32, state: u8) {
         self.board.forge(self.slot, pid, state);
+    }
+
+    /// This worker's slot.
+    pub fn slot(&self) -> SlotId {
+        self.slot
+    }
+
+    /// Writes a state byte into `slot` (another worker's, as an attacker
+    /// would): in a worker, where only its own slot is writable, anything
+    /// but its own slot dies by SIGSEGV. Out of range: does nothing.
+    pub fn scribble(&self, slot: SlotId) {
+        if slot.0 < self.board.len() {
+            self.board.forge(slot, 1, SlotState::Req as u8);
+        }
+    }
+
+    /// Writes a header counter (the supervisor's): in a worker, SIGSEGV.
+    pub fn scribble_header(&self) {
+        self.board.count(crate::scoreboard::Counter::Exited);
     }
 }

@@ -143,7 +143,7 @@ pub use crate::messages::{
 };
 pub use crate::ops::PrivilegeScope;
 pub use crate::payload::{MAX_PAYLOAD_DATA, MAX_PAYLOAD_FDS, Payload};
-pub use crate::process::{EXIT_ORPHAN, EXIT_PANIC, EXIT_RUNTIME, spawn_foreign_child};
+pub use crate::process::{EXIT_BOARD, EXIT_ORPHAN, EXIT_PANIC, EXIT_RUNTIME, spawn_foreign_child};
 pub use crate::scoreboard::{Counters, SlotId, SlotSnapshot};
 pub use crate::state::{ParseSlotStateError, SlotState};
 pub use crate::status::{PeekReport, PoolLimits, Role, StatusReport, SubscriberInfo};
@@ -151,7 +151,7 @@ pub use crate::systemd::listen_fds;
 
 use crate::daemon::{SupervisorSetup, WorkerSetup};
 use crate::process::{ReadyNotifier, Wake, WorkerBoot};
-use crate::scoreboard::{Counter, Scoreboard};
+use crate::scoreboard::{Scoreboard, SlotCounter};
 
 /// A configured daemon, ready to [`run`](Self::run). Made by
 /// [`Daemon::builder`].
@@ -473,7 +473,7 @@ where
     if let Some(path) = boot.config.logfile() {
         let _ = process::reopen_logfile(path, false);
     }
-    boot.board.count(Counter::Spawned);
+    boot.board.count_own(slot, SlotCounter::Spawned);
     boot.board.set_state(slot, SlotState::Starting);
     // A panic anywhere in a worker (tokio would otherwise swallow a panic in
     // an actor and leave the worker half alive) ends the worker with

@@ -738,6 +738,27 @@ async fn serve(stream: TcpStream, info: &Info) -> std::io::Result<()> {
                     _ => push("???"),
                 }
             }
+            // This worker's slot; a write into another slot or the header
+            // of the scoreboard (only its own slot is writable: SIGSEGV).
+            "SLOT" if info.fault_commands && info.forger.is_some() => {
+                push(&info.forger.as_ref().map_or(0, |f| f.slot().0).to_string())
+            }
+            _ if info.fault_commands && command.starts_with("SCRIBBLE ") => {
+                match (command[9..].trim(), &info.forger) {
+                    ("HEADER", Some(forger)) => {
+                        forger.scribble_header();
+                        push("OK");
+                    }
+                    (n, Some(forger)) => match n.parse::<usize>() {
+                        Ok(n) => {
+                            forger.scribble(actix_daemon::SlotId(n));
+                            push("OK");
+                        }
+                        Err(_) => push("???"),
+                    },
+                    _ => push("???"),
+                }
+            }
             _ if info.fault_commands => match fault(&command, &mut ballast).await {
                 Some(text) => push(&text),
                 None => push("???"),

@@ -73,6 +73,9 @@ pub const EXIT_PANIC: i32 = 101;
 pub const EXIT_ORPHAN: i32 = 102;
 /// Exit status of a worker whose actix `System` could not be built.
 pub const EXIT_RUNTIME: i32 = 103;
+/// Exit status of a worker that could not confine its view of the
+/// scoreboard to its own slot (it never runs the application then).
+pub const EXIT_BOARD: i32 = 104;
 
 // ---------------------------------------------------------------------------
 // Preconditions, log file, standard streams.

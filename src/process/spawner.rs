@@ -17,7 +17,7 @@ use nix::unistd::{ForkResult, Pid, getppid};
 use super::channel::Wake;
 use super::pidfd::Pidfd;
 use super::wire::{self, SpawnReply, SpawnRequest};
-use super::{EXIT_ORPHAN, apply_log_fd, error_chain, set_process_name};
+use super::{EXIT_BOARD, EXIT_ORPHAN, apply_log_fd, error_chain, set_process_name};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::scoreboard::{Scoreboard, SlotId};
@@ -311,6 +311,12 @@ fn worker_process<F: FnOnce(&crate::Process)>(
     worker_main: WorkerMain<F>,
     init: F,
 ) -> i32 {
+    // Before anything else: the board read-only but for this worker's own
+    // slot, and no descriptor left to map it writable (scoreboard/confine.rs).
+    if let Err(err) = boot.board.confine_to(slot) {
+        eprintln!("worker: {}", error_chain(&err));
+        return EXIT_BOARD;
+    }
     // The intermediate exits right after forking us; the kernel then
     // re-parents us to the nearest subreaper, the supervisor.
     let deadline = Instant::now() + Duration::from_secs(5);

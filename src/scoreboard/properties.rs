@@ -46,6 +46,8 @@ proptest! {
         let mut used: Vec<Option<i32>> = vec![None; slots];
         let mut next_pid = 100;
         let mut served = vec![0u64; slots];
+        // Requests counted since start: survives every fold.
+        let mut total = 0u64;
         for op in ops {
             let nth_used = |n: usize, used: &[Option<i32>]| {
                 let live: Vec<usize> = (0..slots).filter(|&i| used[i].is_some()).collect();
@@ -83,6 +85,7 @@ proptest! {
                             Step::To(next) => board.set_state(slot, next),
                             Step::Finish => {
                                 served[i] = board.count_request(slot);
+                                total += 1;
                                 let done = !prefork || served[i] >= limit;
                                 board.set_state(slot, if done { SlotState::Exit } else { SlotState::Wait });
                             }
@@ -90,6 +93,7 @@ proptest! {
                                 // Served(1) while busy: counted, and the
                                 // state stays unless the limit is reached.
                                 served[i] = board.count_requests(slot, 1);
+                                total += 1;
                                 if prefork && served[i] >= limit {
                                     board.set_state(slot, SlotState::Exit);
                                 } else {
@@ -139,6 +143,7 @@ proptest! {
                     prop_assert_eq!(board.snapshot(slot).requests, 0, "'.' means before the first request");
                 }
             }
+            prop_assert_eq!(board.counters().requests, total, "a request count was lost or doubled by a fold");
             let tally = board.tally();
             prop_assert_eq!(tally.iter().sum::<usize>(), slots);
             prop_assert_eq!(slots - tally[SlotState::Empty as usize], used.iter().filter(|u| u.is_some()).count());

@@ -88,10 +88,10 @@ impl Scoreboard {
         self.count_requests(slot, 1)
     }
 
-    /// Counts `n` requests served in `slot` and in the pool; returns the
-    /// slot's new total.
+    /// Counts `n` requests served in `slot` (the pool's total is the sum
+    /// of the slots' and what the header folded); returns the slot's new
+    /// total.
     pub(crate) fn count_requests(&self, slot: SlotId, n: u64) -> u64 {
-        self.header().requests.fetch_add(n, Ordering::Relaxed);
         self.cell(slot).requests.fetch_add(n, Ordering::Relaxed) + n
     }
 
@@ -104,11 +104,12 @@ impl Scoreboard {
     }
 
     /// Supervisor: marks `slot` (one its registry does not own) `F`, with
-    /// no pid and no requests.
+    /// no pid and no requests (whatever the slot still counted is folded
+    /// into the header first).
     pub(crate) fn init(&self, slot: SlotId) {
+        self.fold(slot);
         let cell = self.cell(slot);
         cell.pid.store(0, Ordering::Relaxed);
-        cell.requests.store(0, Ordering::Relaxed);
         cell.generation.fetch_add(1, Ordering::Relaxed);
         self.set_state(slot, SlotState::Forking);
     }
@@ -124,7 +125,8 @@ impl Scoreboard {
     }
 
     /// Test aid (see `bench_support::SlotForger`): writes any pid and any
-    /// state byte, as a compromised worker could.
+    /// state byte, as a compromised worker could into its own slot (into
+    /// any other slot, in a confined worker, it faults).
     pub(crate) fn forge(&self, slot: SlotId, pid: i32, state: u8) {
         let cell = self.cell(slot);
         cell.pid.store(pid, Ordering::Release);
@@ -142,8 +144,10 @@ impl Scoreboard {
         }
     }
 
-    /// Supervisor: frees a slot after its worker was reaped.
+    /// Supervisor: frees a slot after its worker was reaped, folding the
+    /// worker's counts into the header.
     pub(crate) fn free(&self, slot: SlotId) {
+        self.fold(slot);
         let cell = self.cell(slot);
         cell.pid.store(0, Ordering::Relaxed);
         self.set_state(slot, SlotState::Empty);

@@ -27,7 +27,8 @@ pub(super) struct Shared {
     pub(super) acceptors: AtomicUsize,
     /// Acceptors not yet accepting: the worker is ready at 0.
     pub(super) starting: AtomicUsize,
-    pub(super) board: Option<crate::scoreboard::Scoreboard>,
+    /// The board and this worker's slot (its own counts go there).
+    pub(super) board: Option<(crate::scoreboard::Scoreboard, crate::scoreboard::SlotId)>,
     pub(super) tracker: Arc<Tracker>,
     pub(super) log: Logger,
 }

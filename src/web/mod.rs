@@ -125,7 +125,7 @@ use slog::{debug, error, warn};
 use tokio::sync::watch;
 
 use crate::config::Mode;
-use crate::scoreboard::Counter;
+use crate::scoreboard::SlotCounter;
 use crate::{Process, Role};
 
 use accept::{Acceptor, ConnectionGuard, Local, Next, Running, Shared, transient};
@@ -333,7 +333,7 @@ where
             connections: AtomicUsize::new(0),
             acceptors: AtomicUsize::new(self.threads),
             starting: AtomicUsize::new(self.threads),
-            board: process.board().cloned(),
+            board: process.board().cloned().zip(process.slot()),
             tracker: tracker.clone(),
             log: log.clone(),
         });
@@ -485,8 +485,8 @@ where
             };
             // Counted before the next poll: an acceptor that stopped has
             // counted every connection it accepted.
-            if let Some(board) = &shared.board {
-                board.count(Counter::Connections);
+            if let Some((board, slot)) = &shared.board {
+                board.count_own(*slot, SlotCounter::Connections);
             }
             let guard = ConnectionGuard::new(shared.clone(), local.clone());
             let connection = service.call(io);

@@ -20,7 +20,7 @@ use crate::daemon::{Claimed, Common, DaemonActor};
 use crate::messages::{DaemonSignal, OsSignal, UpdateStatus};
 use crate::payload::Payload;
 use crate::process::{self, Told, Wake};
-use crate::scoreboard::{Counter, Scoreboard, SlotId};
+use crate::scoreboard::{Scoreboard, SlotCounter, SlotId};
 use crate::state::{SlotState, Step, UpdateKind, worker_step};
 use crate::status::PeekReport;
 
@@ -409,7 +409,7 @@ impl Worker {
     /// its one request): exit, by the shutdown of any worker.
     fn retire(&mut self, c: &mut Common, served: u64, ctx: &mut Context<DaemonActor>) {
         if let (Mode::PreFork(_), Some(board)) = (c.config.mode(), &c.board) {
-            board.count(Counter::Retired);
+            board.count_own(self.slot, SlotCounter::Retired);
         }
         self.set_state(c, SlotState::Exit);
         let reason = format!("served {served} requests");
