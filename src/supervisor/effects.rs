@@ -5,7 +5,7 @@
 //! each of its methods takes an event (a signal, a spawner reply, a reaped
 //! exit, a timer) and the current time from [`Os::now`], changes its own
 //! state, does its OS calls through [`Os`] (the spawner's socket, the
-//! dispatch socket, reaping, the upgrade's process) and through the
+//! workers' own channels, reaping, the upgrade's process) and through the
 //! registry's [`Handle`]s (signals), and queues [`Effect`]s for the actor
 //! shell: timers, the subscribers' shutdown, the upgrade's verdict, the
 //! System's stop. [`execute`](super::executor::execute) carries them out
