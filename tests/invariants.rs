@@ -80,13 +80,28 @@ fn each_worker_runs_its_own_actor_system() {
 #[test]
 fn the_supervisor_keeps_no_copy_of_a_forwarded_connection() {
     let d = Daemon::start("forking", &[]);
+    // TCP sockets only: the supervisor also holds each worker's own
+    // channel (a Unix socket pair), one per worker.
     let sockets = |pid: i32| {
-        fd_targets(pid)
-            .iter()
-            .filter(|t| t.starts_with("socket:"))
-            .count()
+        let mut tcp = std::collections::HashSet::new();
+        for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+            for line in std::fs::read_to_string(table)
+                .unwrap_or_default()
+                .lines()
+                .skip(1)
+            {
+                if let Some(inode) = line.split_whitespace().nth(9) {
+                    tcp.insert(format!("socket:[{inode}]"));
+                }
+            }
+        }
+        fd_targets(pid).iter().filter(|t| tcp.contains(*t)).count()
     };
     let baseline = sockets(d.supervisor);
+    assert!(
+        baseline >= 1,
+        "the listener is a TCP socket of the supervisor"
+    );
     let mut conns: Vec<_> = (0..3).map(|_| d.conn()).collect();
     for c in &mut conns {
         assert_eq!(c.cmd("PING"), "PONG");
