@@ -17,9 +17,10 @@ use support::*;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
-/// A fork-per-request daemon started as root with workers as `nobody`, or
-/// `None` (and why, printed) when that cannot be done here.
-fn forking_as_nobody(extra: &[&str]) -> Option<Daemon> {
+/// An example daemon started as root with workers as `nobody` and the
+/// fault commands on, or `None` (and why, printed) when that cannot be
+/// done here.
+fn as_nobody(example: &str, extra: &[&str]) -> Option<Daemon> {
     if !nix::unistd::geteuid().is_root() {
         eprintln!("skipped: needs root to run a root supervisor with workers as nobody");
         return None;
@@ -28,19 +29,20 @@ fn forking_as_nobody(extra: &[&str]) -> Option<Daemon> {
         eprintln!("skipped: no user nobody");
         return None;
     }
-    let mut args = vec![
-        "--fault-commands",
-        "--user",
-        "nobody",
-        "--max-children",
-        "8",
-    ];
+    let mut args = vec!["--fault-commands", "--user", "nobody"];
     args.extend_from_slice(extra);
-    Some(Daemon::start_with("forking", &args, |_, dir| {
+    Some(Daemon::start_with(example, &args, |_, dir| {
         use std::os::unix::fs::PermissionsExt;
         // The workers (as nobody) reopen the log file in this directory.
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     }))
+}
+
+/// A fork-per-request daemon of up to 8 workers, as [`as_nobody`].
+fn forking_as_nobody(extra: &[&str]) -> Option<Daemon> {
+    let mut args = vec!["--max-children", "8"];
+    args.extend_from_slice(extra);
+    as_nobody("forking", &args)
 }
 
 fn uid_of(pid: i32) -> Option<u32> {
@@ -170,24 +172,9 @@ fn a_worker_flooding_its_channel_is_retired_and_the_supervisor_stays_bounded() {
 
 #[test]
 fn a_preforked_worker_that_writes_on_its_channel_is_retired_and_the_pool_goes_on() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root to run a root supervisor with workers as nobody");
+    let Some(d) = as_nobody("preforking", &["--start-children", "2"]) else {
         return;
-    }
-    let d = Daemon::start_with(
-        "preforking",
-        &[
-            "--fault-commands",
-            "--user",
-            "nobody",
-            "--start-children",
-            "2",
-        ],
-        |_, dir| {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        },
-    );
+    };
     d.wait_workers(2);
     let mut c = d.conn();
     let pid: i32 = c.cmd("PID").parse().unwrap();
